@@ -1,0 +1,348 @@
+"""Ingestion: spooled runs → masked records in the store.
+
+Started in the background after every recorded run (`python -I -m kubectl_record.ingest
+--background`) and by every reader before it reads. One ingester works at a time (a lock in the
+spool); a run spooled while another holds the lock is picked up by that one, because the holder
+looks again after letting go. Spool files are removed only after their records are committed,
+and records are keyed by the run's id, so a crash in between re-ingests without duplicates.
+When the store cannot be written, runs stay in the spool and the reason is left for `doctor`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import paths, spool
+
+ERROR_FILE = ".ingest-error"
+STATUS_FILE = ".ingest-status"
+PID_FILE = ".ingester"
+BAD_SUFFIX = ".bad"
+# A snapshot or a broken file this old is nobody's work in progress.
+GRACE_S = 60.0
+
+
+@dataclass
+class Result:
+    ingested: int = 0
+    finished_late: int = 0
+    running: int = 0
+    bad: int = 0
+    busy: bool = False
+    error: str | None = None
+    pending: list[str] = field(default_factory=list)
+
+
+def _alive(pid_text: str | None, started: float) -> bool:
+    """Whether the process that wrote a start section may still be running it."""
+    try:
+        pid = int(pid_text or "")
+    except ValueError:
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        # A pid reused by a newer process is not our writer.
+        return proc.create_time() <= started + 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def _parent_name(entry: spool.Entry) -> str | None:
+    if entry.start.get("pcomm"):
+        return entry.start["pcomm"]
+    try:
+        import psutil
+
+        return psutil.Process(int(entry.start.get("ppid", ""))).name()
+    except Exception:
+        return None
+
+
+def _os_user(uid: str | None) -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(int(uid or os.getuid())).pw_name
+    except (KeyError, ValueError):
+        return None
+
+
+def _run_from_entry(entry: spool.Entry, state: str):
+    from .record import Run
+
+    start = entry.start
+    started = float(start.get("t", "0").replace(",", "."))
+    ended = rc = None
+    if entry.end:
+        ended = float(entry.end.get("t", "0").replace(",", "."))
+        rc = int(entry.end["rc"]) if entry.end.get("rc", "").lstrip("-").isdigit() else None
+    return Run(
+        id=entry.id,
+        source=start.get("src", "shim"),
+        argv=entry.argv,
+        started=started,
+        ended=ended,
+        exit_code=rc,
+        state=state,
+        cwd=start.get("cwd") or None,
+        home=start.get("home") or None,
+        kubeconfig_env=start.get("kcenv") if start.get("kcset") == "1" else None,
+        kubeconfig_files=[(p, s) for p, s in entry.kubeconfigs if s and os.path.exists(s)],
+        session=start.get("sess") or None,
+        parent=_parent_name(entry),
+        ssh_client=start.get("ssh") or None,
+        sudo_user=start.get("sudo") or None,
+        ci_env=entry.ci,
+        kubectl_path=start.get("kubectl") or None,
+        os_user=_os_user(start.get("uid")),
+    )
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _gc_snapshots(spool_dir: str, referenced: set[str], now: float) -> None:
+    """Drop kubeconfig snapshots that no waiting run refers to, keeping each file's newest
+    (the hot path compares against it) and anything young enough to be in use right now."""
+    kc = os.path.join(spool_dir, "kc")
+    try:
+        names = sorted(os.listdir(kc))
+    except FileNotFoundError:
+        return
+    newest: dict[str, str] = {}
+    for name in names:
+        newest[name.rsplit(".", 1)[0]] = name
+    keep = set(newest.values())
+    for name in names:
+        path = os.path.join(kc, name)
+        if name in keep or path in referenced:
+            continue
+        try:
+            if now - os.stat(path).st_mtime > GRACE_S:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class _Versions:
+    """kubectl's client version per binary, cached in the store by path, mtime and size."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.memo: dict[str, str | None] = {}
+
+    def get(self, path: str | None) -> str | None:
+        path = path or _find_real_kubectl()
+        if not path:
+            return None
+        if path in self.memo:
+            return self.memo[path]
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (path, st.st_mtime_ns, st.st_size)
+        row = self.conn.execute(
+            "SELECT version FROM kubectl_versions WHERE path = ? AND mtime_ns = ? AND size = ?", key
+        ).fetchone()
+        if row:
+            version = row[0]
+        else:
+            # A binary that cannot say its version is not asked again until it changes.
+            version = _ask_version(path)
+            self.conn.execute("INSERT OR REPLACE INTO kubectl_versions VALUES (?, ?, ?, ?)", (*key, version))
+        self.memo[path] = version
+        return version
+
+
+def _ask_version(path: str) -> str | None:
+    import subprocess
+
+    env = dict(os.environ, KUBECTL_RECORD_DISABLE="1")
+    try:
+        out = subprocess.run([path, "version", "--client", "-o", "json"], capture_output=True,
+                             stdin=subprocess.DEVNULL, timeout=5, env=env).stdout
+        return json.loads(out)["clientVersion"]["gitVersion"]
+    except Exception:
+        return None
+
+
+def _find_real_kubectl() -> str | None:
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(d or ".", "kubectl")
+        if os.path.exists(os.path.join(d or ".", ".kubectl-record-shim")):
+            continue
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result) -> dict[str, int]:
+    """Ingest what is complete now. Returns {file: size} of what this pass looked at."""
+    from . import record, store
+    from .timefmt import parse_rfc3339
+
+    seen: dict[str, int] = {}
+    finished, unfinished_late, done_files, referenced = [], [], [], set()
+    for path in spool.list_entries(spool_dir):
+        try:
+            seen[path] = os.path.getsize(path)
+            entry = spool.read(path)
+        except FileNotFoundError:
+            continue
+        except (spool.SpoolFormatError, ValueError, UnicodeError):
+            # Still being written, or cut short by a crash: quarantine only once it is old.
+            try:
+                if now - os.stat(path).st_mtime > GRACE_S:
+                    os.replace(path, path + BAD_SUFFIX)
+                    result.bad += 1
+            except FileNotFoundError:
+                pass
+            continue
+        if not entry.start:
+            unfinished_late.append(entry)
+            done_files.append(path)
+            continue
+        started = float(entry.start.get("t", "0").replace(",", "."))
+        if entry.end is None:
+            if _alive(entry.start.get("pid"), started):
+                result.running += 1
+                referenced.update(s for _, s in entry.kubeconfigs)
+                continue
+            # The writer may have added the end and exited since we read the file.
+            entry = spool.read(path)
+            seen[path] = os.path.getsize(path)
+        if entry.end is None:
+            state = "unfinished"
+        else:
+            state = "finished"
+        finished.append((_run_from_entry(entry, state), path))
+        done_files.append(path)
+    if not done_files:
+        _gc_snapshots(spool_dir, referenced, now)
+        return seen
+
+    conn = store.connect(db_path)
+    try:
+        versions = _Versions(conn)
+        records = []
+        for run, path in finished:
+            try:
+                records.append(record.build(run, versions.get(run.kubectl_path)))
+            except Exception as exc:
+                # A bug must not lose the run: it stays spooled and doctor shows why.
+                result.error = f"cannot build the record of {os.path.basename(path)}: {exc!r}"
+                done_files.remove(path)
+        result.ingested += store.insert_local(conn, records)
+        for entry in unfinished_late:
+            row = conn.execute("SELECT started_at FROM records WHERE id = ?", (entry.id,)).fetchone()
+            if row:
+                ended = float(entry.end.get("t", "0").replace(",", "."))
+                started = parse_rfc3339(row[0])
+                rc = entry.end.get("rc", "")
+                if store.finish(conn, entry.id, record.rfc3339(ended), max(0, round((ended - started) * 1000)),
+                                int(rc) if rc.lstrip("-").isdigit() else None):
+                    result.finished_late += 1
+    finally:
+        conn.close()
+    for path in done_files:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    _gc_snapshots(spool_dir, referenced, now)
+    return seen
+
+
+def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking: bool = True,
+           clock=time.time) -> Result:
+    """Move every complete spooled run into the store. Store failures are reported in the
+    result (and left in the spool for `doctor`), never raised: the runs wait for a later try."""
+    from . import store
+
+    spool_dir = spool_dir or paths.spool_dir()
+    result = Result()
+    if not os.path.isdir(spool_dir):
+        return result
+    lock_path = os.path.join(spool_dir, ".lock")
+    while True:
+        with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                result.busy = True
+                return result
+            now = clock()
+            # Runs ending while this file names a live ingester leave the work to it (the hot
+            # path then starts no process); it is removed before the final look below.
+            pid_path = os.path.join(spool_dir, PID_FILE)
+            with open(pid_path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            try:
+                seen = _ingest_pass(spool_dir, db_path, now, result)
+            except store.StoreError as exc:
+                result.error = str(exc)
+                _write_json(os.path.join(spool_dir, ERROR_FILE), {"time": now, "error": result.error})
+                return result
+            finally:
+                os.unlink(pid_path)
+            _write_json(os.path.join(spool_dir, STATUS_FILE), {"time": now, "ingested": result.ingested})
+            if result.error:
+                _write_json(os.path.join(spool_dir, ERROR_FILE), {"time": now, "error": result.error})
+            else:
+                try:
+                    os.unlink(os.path.join(spool_dir, ERROR_FILE))
+                except FileNotFoundError:
+                    pass
+        # Lock released: a run that ended meanwhile and found the lock taken is ours to take.
+        again = {p: os.path.getsize(p) for p in spool.list_entries(spool_dir) if os.path.exists(p)}
+        if all(seen.get(p) == size for p, size in again.items()):
+            result.pending = sorted(again)
+            return result
+
+
+def _detach() -> None:
+    import signal
+
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        os.setsid()
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    background = "--background" in argv
+    if background:
+        _detach()
+    try:
+        result = ingest(blocking=not background)
+    except Exception as exc:  # the background ingester has no terminal to complain to
+        if not background:
+            raise
+        try:
+            _write_json(os.path.join(paths.spool_dir(), ERROR_FILE), {"time": time.time(), "error": repr(exc)})
+        except OSError:
+            pass
+        return 1
+    if not background and result.error:
+        print(f"kubectl-record: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
