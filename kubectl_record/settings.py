@@ -1,0 +1,185 @@
+"""Settings: one TOML file in the config directory, read by the CLI and the ingester, never by
+the hot paths (`init` and `shim install` bake in what those need; environment variables win).
+
+Keys are dotted (`collector.url`); each known key has a type and a one-line meaning, so a typo
+or a bad value is refused at `config set` instead of being silently ignored later.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import click
+
+from . import paths
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older Pythons only
+    import tomli as tomllib
+
+
+class SettingsError(ValueError):
+    """A setting cannot be read or written; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type
+    help: str
+    env: str | None = None
+
+
+KEYS: dict[str, Key] = {
+    "collector.url": Key(str, "the team collector's URL", "KUBECTL_RECORD_COLLECTOR"),
+    "collector.token": Key(str, "this user's collector token", "KUBECTL_RECORD_TOKEN"),
+    "collector.ca_bundle": Key(str, "CA bundle to verify the collector's certificate"),
+    "sync.auto": Key(bool, "upload in the background after ingestion"),
+    "destinations.urls": Key(list, "extra destinations for push (opensearch://, loki://, otlp://, webhook+https://)"),
+    "retention.max_age": Key(str, "delete records older than this on ingestion, e.g. 365d (empty: keep all)"),
+    "audit.exact": Key(bool, "start kubectl with a per-run marker as argv[0] for exact audit correlation"),
+    "hook.ignore_space": Key(bool, "the shell hook skips commands typed with a leading space"),
+}
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read settings {path}: {exc}") from exc
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def load(path: str | None = None) -> dict:
+    """All settings as a flat {dotted key: value}, environment overrides applied."""
+    values = _flatten(_read(path or paths.config_file()))
+    for key, spec in KEYS.items():
+        if spec.env and os.environ.get(spec.env):
+            values[key] = os.environ[spec.env]
+    return values
+
+
+def get(key: str, default=None):
+    return load().get(key, default)
+
+
+def parse_value(key: str, text: str):
+    spec = KEYS.get(key)
+    if spec is None:
+        raise SettingsError(f"unknown setting {key!r} (known: {', '.join(sorted(KEYS))})")
+    if spec.type is bool:
+        low = text.strip().lower()
+        if low in ("true", "yes", "1", "on"):
+            return True
+        if low in ("false", "no", "0", "off"):
+            return False
+        raise SettingsError(f"{key} takes true or false, not {text!r}")
+    if spec.type is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def dump(flat: dict) -> str:
+    tables: dict[str, dict] = {}
+    for key, value in sorted(flat.items()):
+        table, _, name = key.rpartition(".")
+        tables.setdefault(table, {})[name] = value
+    out = []
+    for table, values in tables.items():
+        if table:
+            out.append(f"\n[{table}]")
+        out.extend(f"{name} = {_toml_value(v)}" for name, v in values.items())
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def set_value(key: str, text: str | None, path: str | None = None) -> None:
+    """Set KEY from its text form, or remove it when TEXT is None."""
+    path = path or paths.config_file()
+    flat = _flatten(_read(path))
+    if text is None:
+        flat.pop(key, None)
+    else:
+        flat[key] = parse_value(key, text)
+    paths.ensure_private_dir(os.path.dirname(path))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(dump(flat))
+    os.replace(tmp, path)
+
+
+def _shown(key: str, value) -> str:
+    # Tokens are credentials: say that one is set, never what it is.
+    if key.endswith("token") and value:
+        return "***"
+    return _toml_value(value)
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Show settings, or get/set one (stored in one TOML file in the config directory)."""
+    if ctx.invoked_subcommand:
+        return
+    try:
+        values = load()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"# {paths.config_file()}")
+    for key in sorted(KEYS):
+        mark = "" if key in values else "# "
+        value = _shown(key, values[key]) if key in values else "(unset)"
+        click.echo(f"{mark}{key} = {value}    # {KEYS[key].help}")
+
+
+@config.command("get")
+@click.argument("key")
+def config_get(key: str) -> None:
+    """Print one setting's value (exit 1 when unset)."""
+    if key not in KEYS:
+        raise click.UsageError(f"unknown setting {key!r}")
+    value = load().get(key)
+    if value is None:
+        raise click.ClickException(f"{key} is not set")
+    if key.endswith("token"):
+        value = "***"
+    click.echo(",".join(value) if isinstance(value, list) else value)
+
+
+@config.command("set")
+@click.argument("key")
+@click.argument("value", required=False)
+@click.option("--unset", is_flag=True, help="Remove the setting.")
+def config_set(key: str, value: str | None, unset: bool) -> None:
+    """Set KEY to VALUE (lists comma-separated), or remove it with --unset."""
+    if value is None and not unset:
+        raise click.UsageError("give a VALUE, or --unset")
+    try:
+        set_value(key, None if unset else value)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
