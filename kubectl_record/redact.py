@@ -18,7 +18,7 @@ import re
 import shlex
 from typing import Callable, Iterator, NamedTuple, Optional
 
-try:  # the parser only sharpens two decisions; masking must work (and import) without it
+try:  # the parser only sharpens a few decisions; masking must work (and import) without it
     from kubectl_record import kubectl_args as _kubectl_args
 except Exception:  # noqa: BLE001 - a broken parser module must not stop masking
     _kubectl_args = None
@@ -444,7 +444,7 @@ def _mask_kubectl(argv: list[str]) -> list[str]:
 _KUBECTL_NAMES = frozenset({"kubectl", "kubectl.exe", "k", "oc", "kubecolor", "microk8s.kubectl"})
 # Words that may stand before the program: wrappers, and shell keywords (`do kubectl ...`)
 _PREFIX_WORDS = frozenset({
-    "sudo", "env", "time", "nohup", "nice", "exec", "command", "builtin", "watch", "xargs",
+    "sudo", "env", "time", "timeout", "nohup", "nice", "exec", "command", "builtin", "watch", "xargs",
     "minikube", "microk8s", "k3s", "k0s",
     "do", "then", "else", "if", "elif", "while", "until", "!", "{",
 })
@@ -462,16 +462,19 @@ def _mask_userpass(value: str) -> str:
     return f"{user}:{MASK}" if colon and password else value
 
 
-_MYSQL = {"-p": _Option(_mask_whole, attached_only=True)}
-_MONGO = {"-p": _Option(_mask_whole, attached_only=False)}
+_P_ATTACHED = {"-p": _Option(_mask_whole, attached_only=True)}
+_P_VALUE = {"-p": _Option(_mask_whole, attached_only=False)}
 _CURL = {opt: _Option(_mask_userpass, attached_only=False) for opt in ("-u", "-U", "--user", "--proxy-user")}
 # Options whose secret-ness the name does not tell; --password=... and the like need no entry.
 _PROGRAM_OPTIONS: dict[str, dict[str, _Option]] = {
-    "mysql": _MYSQL, "mysqldump": _MYSQL, "mysqladmin": _MYSQL, "mariadb": _MYSQL, "mariadb-dump": _MYSQL,
-    "mongo": _MONGO, "mongosh": _MONGO, "mongodump": _MONGO, "mongorestore": _MONGO, "sshpass": _MONGO,
+    "mysql": _P_ATTACHED, "mysqldump": _P_ATTACHED, "mysqladmin": _P_ATTACHED, "mariadb": _P_ATTACHED,
+    "mariadb-dump": _P_ATTACHED,
+    "mongo": _P_VALUE, "mongosh": _P_VALUE, "mongodump": _P_VALUE, "mongorestore": _P_VALUE, "sshpass": _P_VALUE,
     "redis-cli": {"-a": _Option(_mask_whole, attached_only=False)},
     "curl": _CURL,
 }
+# Programs recognised after a wrapper's argument (`watch -n 5 curl ...`: 5 is watch's, not the program)
+_KNOWN_PROGRAMS = _PREFIX_WORDS | _KUBECTL_NAMES | frozenset(_PROGRAM_OPTIONS) | {"kubectl-record"}
 
 
 def _program_name(word: str) -> str:
@@ -486,15 +489,15 @@ def _mask_command(words: list[str]) -> list[str]:
         n += 1
     pairs, _ = mask_env_assignments([(w.split("=", 1)[0], w.split("=", 1)[1]) for w in words[:n]])
     out[:n] = [f"{name}={value}" for name, value in pairs]
-    program = n
-    while program < len(words) and _program_name(words[program]) in _PREFIX_WORDS:
-        program += 1
-        while program < len(words) and (words[program].startswith("-") or _ENV_ASSIGNMENT.match(words[program])):
+    program = n  # past the wrappers, their options and arguments: `sudo -u ops`, `timeout 10`, `env A=b`
+    while program < len(words) and _program_name(words[program]) not in _KUBECTL_NAMES:
+        in_wrapper = program > n
+        if _program_name(words[program]) in _PREFIX_WORDS \
+                or (in_wrapper and (words[program].startswith("-") or _ENV_ASSIGNMENT.match(words[program]))) \
+                or (in_wrapper and program + 1 < len(words) and _program_name(words[program + 1]) in _KNOWN_PROGRAMS):
             program += 1
-    # a wrapper option's value may stand before kubectl: `sudo -u ops kubectl ...`
-    if program > n and words[program - 1].startswith("-") and program + 1 < len(words) \
-            and _program_name(words[program + 1]) in _KUBECTL_NAMES:
-        program += 1
+        else:
+            break
     if program < len(words) and _program_name(words[program]) in _KUBECTL_NAMES:
         out[n:program + 1] = _mask_program(words[n:program + 1])
         out[program + 1:] = _mask_kubectl(words[program + 1:])
@@ -502,8 +505,9 @@ def _mask_command(words: list[str]) -> list[str]:
         cut = words.index("--", program) + 1
         out[n:cut] = _mask_program(words[n:cut])
         out[cut:] = _mask_kubectl(words[cut:])
-    elif n < len(words):
-        out[n:] = _mask_program(words[n:])
+    else:
+        out[n:program] = _mask_program(words[n:program])
+        out[program:] = _mask_program(words[program:])
     return out
 
 
@@ -655,8 +659,12 @@ def _read_word_part(text: str, i: int, value: list[str]) -> tuple[int, bool]:
         ansi_c = c == "$"
         j = i + (2 if ansi_c else 1)
         quote = "'" if ansi_c else '"'
+        masked = False
         while j < len(text) and text[j] != quote:
-            if text[j] == "\\" and j + 1 < len(text):
+            if not ansi_c and (text.startswith("$(", j) or text[j] == "`"):
+                j, inner_masked = _read_substitution(text, j, value)
+                masked = masked or inner_masked
+            elif text[j] == "\\" and j + 1 < len(text):
                 escaped = text[j + 1]
                 if ansi_c:
                     value.append(_ANSI_C_ESCAPES.get(escaped, "\\" + escaped))
@@ -668,19 +676,27 @@ def _read_word_part(text: str, i: int, value: list[str]) -> tuple[int, bool]:
             else:
                 value.append(text[j])
                 j += 1
-        return j + 1, False
-    if text.startswith("$(", i) or c == "`":  # a command substitution: kept as typed, its command masked
-        opener, end = (2, _closing(text, i + 1, "(", ")")) if c == "$" else (1, text.find("`", i + 1) + 1 or len(text))
-        closer = text[end - 1] if text[end - 1] in ")`" and end - i > opener else ""
-        inner, masked = mask_text(text[i + opener:end - len(closer)])
-        value.append(text[i:i + opener] + inner + closer)
-        return end, masked
+        return j + 1, masked
+    if text.startswith("$(", i) or c == "`":
+        return _read_substitution(text, i, value)
     if c == "\\" and i + 1 < len(text):
         if text[i + 1] != "\n":  # backslash-newline continues the line
             value.append(text[i + 1])
         return i + 2, False
     value.append(c)
     return i + 1, False
+
+
+def _read_substitution(text: str, i: int, value: list[str]) -> tuple[int, bool]:
+    """A command substitution `$(...)` or `...` at text[i]: kept as typed, with its command masked."""
+    if text[i] == "$":
+        opener, end = 2, _closing(text, i + 1, "(", ")")
+    else:
+        opener, end = 1, text.find("`", i + 1) + 1 or len(text)
+    closer = text[end - 1] if end - i > opener and text[end - 1] in ")`" else ""
+    inner, masked = mask_text(text[i + opener:end - len(closer)])
+    value.append(text[i:i + opener] + inner + closer)
+    return end, masked
 
 
 def _skip_heredoc_bodies(text: str, i: int, heredocs: list[tuple[str, bool]]) -> int:
