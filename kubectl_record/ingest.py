@@ -112,9 +112,12 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _gc_snapshots(spool_dir: str, referenced: set[str], now: float) -> None:
-    """Drop kubeconfig snapshots that no waiting run refers to, keeping each file's newest
-    (the hot path compares against it) and anything young enough to be in use right now."""
+def _tidy_snapshots(spool_dir: str, referenced: set[str], now: float) -> None:
+    """Reduce kubeconfig snapshots to what resolution reads (no credentials survive a pass),
+    and drop those no waiting run refers to, keeping each file's newest (the hot path compares
+    its mtime against the kubeconfig) and anything young enough to be in use right now."""
+    from .kubeconfig import SCRUBBED_MARK, scrubbed
+
     kc = os.path.join(spool_dir, "kc")
     try:
         names = sorted(os.listdir(kc))
@@ -126,11 +129,22 @@ def _gc_snapshots(spool_dir: str, referenced: set[str], now: float) -> None:
     keep = set(newest.values())
     for name in names:
         path = os.path.join(kc, name)
-        if name in keep or path in referenced:
-            continue
         try:
-            if now - os.stat(path).st_mtime > GRACE_S:
+            st = os.stat(path)
+            if name not in keep and path not in referenced and now - st.st_mtime > GRACE_S:
                 os.unlink(path)
+                continue
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            if text.startswith(SCRUBBED_MARK):
+                continue
+            # Written beside kc/, not in it: the hot path globs kc/ for the newest copy.
+            tmp = os.path.join(spool_dir, f".scrub.{os.getpid()}.tmp")
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(scrubbed(text))
+            # Same mtime: the hot path's "changed since the last copy?" test must not move.
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, path)
         except FileNotFoundError:
             pass
 
@@ -230,7 +244,7 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
         finished.append((_run_from_entry(entry, state), path))
         done_files.append(path)
     if not done_files:
-        _gc_snapshots(spool_dir, referenced, now)
+        _tidy_snapshots(spool_dir, referenced, now)
         return seen
 
     conn = store.connect(db_path)
@@ -261,7 +275,7 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
             os.unlink(path)
         except FileNotFoundError:
             pass
-    _gc_snapshots(spool_dir, referenced, now)
+    _tidy_snapshots(spool_dir, referenced, now)
     return seen
 
 

@@ -121,3 +121,40 @@ def resolve(
     res.server = server or _text(merged["clusters"].get(res.cluster or "", {}).get("server"))
     res.namespace = namespace or _text(ctx.get("namespace")) or "default"
     return res
+
+
+SCRUBBED_MARK = '{"x-kubectl-record":"scrubbed"'
+
+
+def scrubbed(text: str) -> str:
+    """A copy of a kubeconfig that keeps only what `resolve` reads — names, current-context,
+    namespaces, server URLs — and no credentials or certificates. The ingester rewrites spool
+    snapshots into this form once read, so none outlives ingestion with a secret in it."""
+    try:
+        doc = _parse(text)
+    except Exception:
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+
+    def kept(key: str, body: str, fields: tuple[str, ...]) -> list[dict]:
+        items = doc.get(key)
+        out = []
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                inner = item.get(body) if isinstance(item.get(body), dict) else {}
+                out.append({"name": item["name"], body: {f: _text(inner.get(f)) for f in fields if _text(inner.get(f))}})
+        return out
+
+    from .redact import mask_text
+
+    clusters = kept("clusters", "cluster", ("server",))
+    for entry in clusters:
+        if "server" in entry["cluster"]:
+            entry["cluster"]["server"] = mask_text(entry["cluster"]["server"])[0]
+    reduced = {
+        "current-context": _text(doc.get("current-context")),
+        "contexts": kept("contexts", "context", ("cluster", "user", "namespace")),
+        "clusters": clusters,
+        "users": kept("users", "user", ()),
+    }
+    return SCRUBBED_MARK + "," + json.dumps(reduced, separators=(",", ":"))[1:]
