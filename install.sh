@@ -45,7 +45,9 @@ remove_rc_lines() {
     local f
     while read -r f; do
         [[ -f $f ]] && grep -qF "$rc_marker" "$f" || continue
-        grep -vF "$rc_marker" "$f" >"$f.kubectl-record.tmp" && cat "$f.kubectl-record.tmp" >"$f"
+        # grep -v fails when nothing is left, which is fine: the file becomes empty.
+        grep -vF "$rc_marker" "$f" >"$f.kubectl-record.tmp" || true
+        cat "$f.kubectl-record.tmp" >"$f"
         rm -f "$f.kubectl-record.tmp"
         say "removed the hook line from $f"
     done < <(rc_files)
