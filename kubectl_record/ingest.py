@@ -22,6 +22,8 @@ from . import paths, spool
 ERROR_FILE = ".ingest-error"
 STATUS_FILE = ".ingest-status"
 PID_FILE = ".ingester"
+LINGER_S = 1.0
+LINGER_STEP_S = 0.1
 BAD_SUFFIX = ".bad"
 # A snapshot or a broken file this old is nobody's work in progress.
 GRACE_S = 60.0
@@ -105,10 +107,11 @@ def _run_from_entry(entry: spool.Entry, state: str):
     )
 
 
-def _write_json(path: str, data: dict) -> None:
+def _write_json(path: str, data) -> None:
+    """Atomically, newline-terminated (the hot path reads the pid file with bash's `read`)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        f.write(json.dumps(data) + "\n")
     os.replace(tmp, path)
 
 
@@ -279,50 +282,87 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
     return seen
 
 
-def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking: bool = True,
-           clock=time.time) -> Result:
-    """Move every complete spooled run into the store. Store failures are reported in the
-    result (and left in the spool for `doctor`), never raised: the runs wait for a later try."""
+def _news(spool_dir: str, seen: dict[str, int]) -> list[str]:
+    """Spool files that appeared or grew (an end was added) since a pass saw SEEN."""
+    news = []
+    for path in spool.list_entries(spool_dir):
+        try:
+            if seen.get(path) != os.path.getsize(path):
+                news.append(path)
+        except FileNotFoundError:
+            pass
+    return news
+
+
+def _locked_pass(spool_dir: str, db_path: str | None, blocking: bool, clock, result: Result) -> dict[str, int] | None:
+    """One pass under the spool lock. Returns what it looked at, or None if another ingester
+    holds the lock (it will look again after letting go, so nothing is left behind)."""
     from . import store
 
+    with open(os.open(os.path.join(spool_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            result.busy = True
+            return None
+        now = clock()
+        try:
+            seen = _ingest_pass(spool_dir, db_path, now, result)
+        except store.StoreError as exc:
+            result.error = str(exc)
+            seen = {}
+        _write_json(os.path.join(spool_dir, STATUS_FILE), {"time": now, "ingested": result.ingested})
+        if result.error:
+            _write_json(os.path.join(spool_dir, ERROR_FILE), {"time": now, "error": result.error})
+        else:
+            try:
+                os.unlink(os.path.join(spool_dir, ERROR_FILE))
+            except FileNotFoundError:
+                pass
+        return seen
+
+
+def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking: bool = True,
+           linger: float = 0.0, clock=time.time, sleep=time.sleep) -> Result:
+    """Move every complete spooled run into the store. Store failures are reported in the
+    result (and left in the spool for `doctor`), never raised: the runs wait for a later try.
+
+    With LINGER, stay that many idle seconds after the last work, named in the spool's pid
+    file: runs ending meanwhile start no ingester of their own (a script running kubectl in a
+    loop starts one Python, not one per run). The file goes before the last look, so a run
+    that saw it is never left behind."""
     spool_dir = spool_dir or paths.spool_dir()
     result = Result()
     if not os.path.isdir(spool_dir):
         return result
-    lock_path = os.path.join(spool_dir, ".lock")
-    while True:
-        with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                result.busy = True
+    pid_path = os.path.join(spool_dir, PID_FILE)
+    if linger:
+        _write_json(pid_path, os.getpid())
+    try:
+        idle = 0.0
+        while True:
+            seen = _locked_pass(spool_dir, db_path, blocking, clock, result)
+            if result.error or (seen is None and not linger):
                 return result
-            now = clock()
-            # Runs ending while this file names a live ingester leave the work to it (the hot
-            # path then starts no process); it is removed before the final look below.
-            pid_path = os.path.join(spool_dir, PID_FILE)
-            with open(pid_path, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            if seen is not None and _news(spool_dir, seen):
+                idle = 0.0
+                continue
+            if idle >= linger:
+                break
+            sleep(LINGER_STEP_S)
+            idle += LINGER_STEP_S
+    finally:
+        if linger:
             try:
-                seen = _ingest_pass(spool_dir, db_path, now, result)
-            except store.StoreError as exc:
-                result.error = str(exc)
-                _write_json(os.path.join(spool_dir, ERROR_FILE), {"time": now, "error": result.error})
-                return result
-            finally:
                 os.unlink(pid_path)
-            _write_json(os.path.join(spool_dir, STATUS_FILE), {"time": now, "ingested": result.ingested})
-            if result.error:
-                _write_json(os.path.join(spool_dir, ERROR_FILE), {"time": now, "error": result.error})
-            else:
-                try:
-                    os.unlink(os.path.join(spool_dir, ERROR_FILE))
-                except FileNotFoundError:
-                    pass
-        # Lock released: a run that ended meanwhile and found the lock taken is ours to take.
-        again = {p: os.path.getsize(p) for p in spool.list_entries(spool_dir) if os.path.exists(p)}
-        if all(seen.get(p) == size for p, size in again.items()):
-            result.pending = sorted(again)
+            except FileNotFoundError:
+                pass
+    while True:  # the last look
+        seen = _locked_pass(spool_dir, db_path, blocking, clock, result)
+        if seen is None or result.error:
+            return result
+        if not _news(spool_dir, seen):
+            result.pending = sorted(spool.list_entries(spool_dir))
             return result
 
 
@@ -343,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     if background:
         _detach()
     try:
-        result = ingest(blocking=not background)
+        result = ingest(blocking=not background, linger=LINGER_S if background else 0.0)
     except Exception as exc:  # the background ingester has no terminal to complain to
         if not background:
             raise

@@ -18,6 +18,7 @@ whose name is not a string are ignored.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -57,7 +58,10 @@ def _text(value: Any) -> Optional[str]:
     return value if isinstance(value, str) and value else None
 
 
+@functools.lru_cache(maxsize=16)
 def _parse(text: str) -> Any:
+    # Cached by content: an ingestion pass resolves many runs against the same few files.
+    # Callers only read the result.
     if text.lstrip().startswith("{"):
         try:
             return json.loads(text)
