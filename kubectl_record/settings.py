@@ -40,7 +40,6 @@ KEYS: dict[str, Key] = {
     "destinations.urls": Key(list, "extra destinations for push (opensearch://, loki://, otlp://, webhook+https://)"),
     "retention.max_age": Key(str, "delete records older than this on ingestion, e.g. 365d (empty: keep all)"),
     "audit.exact": Key(bool, "start kubectl with a per-run marker as argv[0] for exact audit correlation"),
-    "hook.ignore_space": Key(bool, "the shell hook skips commands typed with a leading space"),
 }
 
 
