@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from importlib import resources
+
+import click
+
+from . import paths
 
 SHELLS = {
     "bash": ("record.bash", "hook.bash"),
@@ -31,15 +34,7 @@ class UnsupportedShell(ValueError):
 
 
 def _read_shell_file(name: str) -> str:
-    """A file of shell/: from the installed package, else from the source checkout."""
-    try:
-        ref = resources.files("kubectl_record").joinpath("shell").joinpath(name)
-        if ref.is_file():
-            return ref.read_text(encoding="utf-8")
-    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
-        pass
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(os.path.dirname(here), "shell", name), encoding="utf-8") as f:
+    with open(os.path.join(paths.shell_dir(), name), encoding="utf-8") as f:
         return f.read()
 
 
@@ -129,31 +124,16 @@ def hook_status(environ=None, ppid: int | None = None) -> dict:
     return result
 
 
-def _make_init_command():
-    import click
-
-    @click.command(name="init")
-    @click.argument("shell", metavar="bash|zsh")
-    def init_command(shell: str) -> None:
-        """Print the shell hook: eval "$(kubectl record init bash)" in ~/.bashrc,
-        eval "$(kubectl record init zsh)" in ~/.zshrc."""
-        try:
-            text = init_script(shell, sys.executable)
-        except UnsupportedShell as exc:
-            raise click.UsageError(str(exc)) from None
-        click.echo(text, nl=False)
-
-    return init_command
-
-
-def __getattr__(name: str):
-    # `init_command` is a click command; building it imports click, which doctor (a user of
-    # hook_status) and `python -m kubectl_record.hooks` do not need.
-    if name == "init_command":
-        command = _make_init_command()
-        globals()["init_command"] = command
-        return command
-    raise AttributeError(name)
+@click.command(name="init")
+@click.argument("shell", metavar="bash|zsh")
+def init_command(shell: str) -> None:
+    """Print the shell hook: eval "$(kubectl record init bash)" in ~/.bashrc,
+    eval "$(kubectl record init zsh)" in ~/.zshrc."""
+    try:
+        text = init_script(shell, sys.executable)
+    except UnsupportedShell as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(text, nl=False)
 
 
 def main(argv: list[str] | None = None) -> int:
