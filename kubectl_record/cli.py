@@ -53,6 +53,7 @@ LAZY_COMMANDS = {
     "token": "kubectl_record.collector.cli:token",
     "push": "kubectl_record.sync:push",
     "sync": "kubectl_record.sync:sync",
+    "alerts": "kubectl_record.alerts:alerts",
 }
 
 
@@ -186,16 +187,13 @@ def doctor() -> None:
         findings.append((False, f"store: {paths.db_path()}: {exc}"))
     if result.error and not any("ingest:" in text for _, text in findings):
         findings.append((False, f"ingest: {result.error}"))
-    try:
-        from .hooks import hook_status
+    from .hooks import hook_status
 
-        hook = hook_status(os.environ)
-        if hook.get("active"):
-            findings.append((True, f"hook: active in this shell ({hook.get('mechanism')})"))
-        else:
-            findings.append((True, "hook: not active in this shell (add `eval \"$(kubectl record init bash)\"` to ~/.bashrc)"))
-    except ImportError:
-        pass
+    hook = hook_status(os.environ)
+    if hook.get("active"):
+        findings.append((True, f"hook: active in this shell ({hook.get('mechanism')}, session {hook.get('session')})"))
+    else:
+        findings.append((True, f"hook: not active: {hook.get('detail')}"))
     from .ingest import _find_real_kubectl
 
     real = os.environ.get("KUBECTL_RECORD_KUBECTL") or _find_real_kubectl()
