@@ -54,6 +54,7 @@ LAZY_COMMANDS = {
     "push": "kubectl_record.sync:push",
     "sync": "kubectl_record.sync:sync",
     "alerts": "kubectl_record.alerts:alerts",
+    "completion": "kubectl_record.completion:completion",
 }
 
 

@@ -118,8 +118,11 @@ def _local(started_at: str) -> str:
 
 def print_records(records, fmt: str, no_headers: bool) -> int:
     if fmt in ("table", "wide"):
-        return write_table(records, table_columns(fmt == "wide", time.time()), no_headers=no_headers,
-                           color=use_color())
+        count = write_table(records, table_columns(fmt == "wide", time.time()), no_headers=no_headers,
+                            color=use_color())
+        if not count:
+            click.echo("No records found.", err=True)  # like kubectl: stdout stays empty, exit 0
+        return count
     return write_records(records, fmt, fields=store.FIELDS, no_headers=no_headers)
 
 
@@ -188,6 +191,31 @@ def find_record(conn, ident: str) -> dict:
             ids = ", ".join(r[0] for r in rows[:3])
             raise BadUsage(f"record ID {ident!r} is ambiguous: it fits {ids}{' …' if len(rows) > 3 else ''}")
     raise LookupError(f"no record with ID {ident!r}")
+
+
+def _add_audit_events(conn, record: dict) -> None:
+    """Audit events correlated to the record (table audit_events, once the audit issue's
+    migration exists) that the record's own `audit` field does not list yet."""
+    import sqlite3
+
+    try:
+        rows = conn.execute(
+            "SELECT audit_id, verb, resource, namespace, name, code, decision FROM audit_events"
+            " WHERE record_id = ? ORDER BY ts", (record["id"],)).fetchall()
+    except sqlite3.Error:
+        return
+    if not rows:
+        return
+    audit = dict(record.get("audit") or {})
+    events = list(audit.get("events") or [])
+    known = {e.get("audit_id") for e in events}
+    for audit_id, verb, resource, namespace, name, code, decision in rows:
+        if audit_id not in known:
+            events.append({"audit_id": audit_id, "verb": verb, "resource": resource, "namespace": namespace,
+                           "name": name, "code": code, "decision": decision})
+    audit["events"] = events
+    audit.setdefault("status", None)
+    record["audit"] = audit
 
 
 def _glob_escape(text: str) -> str:
@@ -266,6 +294,7 @@ def show(ident: str, output: str) -> None:
         record = find_record(conn, ident)
     except LookupError as exc:
         raise Failure(str(exc)) from None
+    _add_audit_events(conn, record)
     if output == "describe":
         describe(record)
     elif output == "json":

@@ -205,6 +205,23 @@ def _find_real_kubectl() -> str | None:
     return None
 
 
+# Set by `main --background`: only the background ingester may ask the server who we are.
+_BACKGROUND = False
+
+
+def _after_ingest(conn, records: list[dict], marked: list[str]) -> None:
+    """Audit correlation's share of ingestion (kubectl_record/audit/hooks.py): note marked runs
+    and, in the background ingester only, fill identities from the SelfSubjectReview cache."""
+    try:
+        from .audit.hooks import after_ingest
+    except ImportError:
+        return
+    try:
+        after_ingest(conn, records, marked, background=_BACKGROUND)
+    except Exception:  # correlation is an extra: it never costs a run
+        pass
+
+
 def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result) -> dict[str, int]:
     """Ingest what is complete now. Returns {file: size} of what this pass looked at."""
     from . import record, store
@@ -212,6 +229,7 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
 
     seen: dict[str, int] = {}
     finished, unfinished_late, done_files, referenced = [], [], [], set()
+    marked: list[str] = []  # runs started with the exact mode's argv[0] marker
     for path in spool.list_entries(spool_dir):
         try:
             seen[path] = os.path.getsize(path)
@@ -245,6 +263,8 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
         else:
             state = "finished"
         finished.append((_run_from_entry(entry, state), path))
+        if entry.start.get("mk") == "1":
+            marked.append(entry.id)
         done_files.append(path)
     if not done_files:
         _tidy_snapshots(spool_dir, referenced, now)
@@ -262,6 +282,13 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
                 result.error = f"cannot build the record of {os.path.basename(path)}: {exc!r}"
                 done_files.remove(path)
         result.ingested += store.insert_local(conn, records)
+        _after_ingest(conn, records, marked)
+        try:
+            from .retention import maybe_auto_prune
+
+            maybe_auto_prune(conn)  # at most once a day, only when retention is configured
+        except Exception as exc:  # a bad retention setting must not stop recording
+            result.error = f"retention: {exc}"
         for entry in unfinished_late:
             row = conn.execute("SELECT started_at FROM records WHERE id = ?", (entry.id,)).fetchone()
             if row:
@@ -381,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     background = "--background" in argv
     if background:
+        global _BACKGROUND
+        _BACKGROUND = True
         _detach()
     try:
         result = ingest(blocking=not background, linger=LINGER_S if background else 0.0)

@@ -38,7 +38,9 @@ KEYS: dict[str, Key] = {
     "collector.ca_bundle": Key(str, "CA bundle to verify the collector's certificate"),
     "sync.auto": Key(bool, "upload in the background after ingestion"),
     "destinations.urls": Key(list, "extra destinations for push (opensearch://, loki://, otlp://, webhook+https://)"),
-    "retention.max_age": Key(str, "delete records older than this on ingestion, e.g. 365d (empty: keep all)"),
+    "retention.max_age": Key(str, "delete records older than this, checked once a day, e.g. 365d",
+                             "KUBECTL_RECORD_RETENTION"),
+    "retention.max_records": Key(int, "keep at most this many records, checked once a day"),
     "audit.exact": Key(bool, "start kubectl with a per-run marker as argv[0] for exact audit correlation"),
 }
 
@@ -64,12 +66,13 @@ def _flatten(data: dict, prefix: str = "") -> dict:
     return flat
 
 
-def load(path: str | None = None) -> dict:
+def load(path: str | None = None, environ=None) -> dict:
     """All settings as a flat {dotted key: value}, environment overrides applied."""
+    environ = os.environ if environ is None else environ
     values = _flatten(_read(path or paths.config_file()))
     for key, spec in KEYS.items():
-        if spec.env and os.environ.get(spec.env):
-            values[key] = os.environ[spec.env]
+        if spec.env and environ.get(spec.env):
+            values[key] = environ[spec.env]
     return values
 
 
@@ -90,6 +93,11 @@ def parse_value(key: str, text: str):
         raise SettingsError(f"{key} takes true or false, not {text!r}")
     if spec.type is list:
         return [item.strip() for item in text.split(",") if item.strip()]
+    if spec.type is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise SettingsError(f"{key} takes a whole number, not {text!r}") from None
     return text
 
 

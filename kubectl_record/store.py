@@ -202,6 +202,43 @@ def m005_tombstones(db) -> None:
     db.execute("CREATE INDEX tombstones_pending ON tombstones (created_at) WHERE uploaded_at IS NULL")
 
 
+@migration
+def m006_audit(db) -> None:
+    """Server audit correlation (kubectl_record/audit): imported events (one row per auditID,
+    the highest stage seen; only kubectl-like clients), other clients as counts, read positions
+    per source file, per-cluster skew and watermark, the SelfSubjectReview cache, and the runs
+    started with the argv[0] marker."""
+    db.execute(
+        """CREATE TABLE audit_events (
+            audit_id TEXT PRIMARY KEY, server TEXT NOT NULL, stages INTEGER NOT NULL, rank INTEGER NOT NULL,
+            ts REAL NOT NULL, verb TEXT, user TEXT, impersonated TEXT, ua TEXT, resource TEXT,
+            subresource TEXT, namespace TEXT, name TEXT, api_group TEXT, code INTEGER, decision TEXT,
+            path TEXT, manager TEXT, record_id TEXT, link TEXT)"""
+    )
+    db.execute("CREATE INDEX audit_events_server_ts ON audit_events (server, ts)")
+    db.execute("CREATE INDEX audit_events_record ON audit_events (record_id) WHERE record_id IS NOT NULL")
+    db.execute(
+        "CREATE TABLE audit_clients (server TEXT NOT NULL, ua TEXT NOT NULL, user TEXT NOT NULL,"
+        " count INTEGER NOT NULL, first_ts REAL, last_ts REAL, PRIMARY KEY (server, ua, user))"
+    )
+    db.execute(
+        "CREATE TABLE audit_sources (server TEXT NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,"
+        " fingerprint TEXT, path TEXT, offset INTEGER NOT NULL, complete INTEGER NOT NULL DEFAULT 0,"
+        " updated REAL, PRIMARY KEY (server, dev, ino))"
+    )
+    db.execute(
+        "CREATE TABLE audit_clusters (server TEXT PRIMARY KEY, skew REAL, skew_support INTEGER, lead REAL, tail REAL,"
+        " watermark REAL, events INTEGER NOT NULL DEFAULT 0, updated REAL)"
+    )
+    db.execute(
+        "CREATE TABLE audit_identity (server TEXT NOT NULL, user_entry TEXT NOT NULL, cred TEXT NOT NULL,"
+        " identity TEXT, groups TEXT, checked_at REAL NOT NULL, error TEXT,"
+        " PRIMARY KEY (server, user_entry, cred))"
+    )
+    db.execute("CREATE TABLE audit_marked (record_id TEXT PRIMARY KEY)")
+    db.execute("CREATE INDEX records_server_started ON records (server, started_at)")
+
+
 def rebuild_search(conn: sqlite3.Connection) -> None:
     """Re-derive records_fts and record_names from records (after VACUUM or a bulk repair)."""
     conn.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")
@@ -210,6 +247,63 @@ def rebuild_search(conn: sqlite3.Connection) -> None:
         "INSERT OR IGNORE INTO record_names (name, rec) SELECT j.value, r.rowid FROM records r, json_each(r.names) j"
         " WHERE r.names IS NOT NULL AND j.type = 'text'"
     )
+
+
+class bulk:
+    """`with store.bulk(conn):` one IMMEDIATE transaction for a large insert into records, with
+    the new rows indexed for search in one pass at the end.
+
+    Row by row, the search trigger costs more than the insert itself (it runs a virtual-table
+    statement per record), so it is set aside for the transaction and put back before COMMIT:
+    other connections only ever see the schema with it. A big cache keeps the index pages of
+    the transaction in memory instead of spilling them to the WAL again and again.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        conn = self.conn
+        self.cache = conn.execute("PRAGMA cache_size").fetchone()[0]
+        conn.execute("PRAGMA cache_size = -262144")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.before = conn.execute("SELECT coalesce(max(rowid), 0) FROM records").fetchone()[0]
+            conn.execute("DROP TRIGGER IF EXISTS records_search_ai")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        conn = self.conn
+        try:
+            if exc_type is None:
+                conn.execute("INSERT INTO records_fts (rowid, command, context, namespace, cwd)"
+                             " SELECT rowid, command, context, namespace, cwd FROM records WHERE rowid > ?",
+                             (self.before,))
+                conn.execute("INSERT OR IGNORE INTO record_names (name, rec) SELECT j.value, r.rowid"
+                             " FROM records r, json_each(r.names) j WHERE r.rowid > ? AND r.names IS NOT NULL"
+                             " AND j.type = 'text'", (self.before,))
+                conn.execute(_SEARCH_TRIGGERS[0])
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.execute(f"PRAGMA cache_size = {int(self.cache)}")
+        return False
+
+
+def bulk_insert(conn: sqlite3.Connection, rows: Iterable[tuple]) -> int:
+    """Insert many records (to_row tuples; skipped when the id or (install_id, seq) is already
+    stored) in one transaction (see `bulk`). Returns how many were new."""
+    with bulk(conn):
+        added = conn.executemany(_INSERT, rows).rowcount
+    return max(0, added)
 
 
 def chain_hash(prev_hash: str, record: dict) -> str:
@@ -334,15 +428,15 @@ def insert_local(conn: sqlite3.Connection, records: list[dict]) -> int:
 
 def insert_foreign(conn: sqlite3.Connection, records: Iterable[dict]) -> int:
     """Insert records that keep their own install_id and seq (JSONL import). Idempotent by id."""
-    before = conn.total_changes
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT, (to_row(r) for r in records))
+        # rowcount, not total_changes: the search triggers' own writes are not new records.
+        added = conn.executemany(_INSERT, (to_row(r) for r in records)).rowcount
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return conn.total_changes - before
+    return max(0, added)
 
 
 def finish(conn: sqlite3.Connection, record_id: str, ended_at: str, duration_ms: int, exit_code: int | None) -> bool:
