@@ -8,6 +8,8 @@
 #   one file per run, <spool>/<id>.run, holding NUL-terminated "key=value" tokens;
 #   a start section:  v=1 ev=start id=… src=… t=<epoch.us> … argc=N <N argument words> .
 #   an end section:   ev=end t=<epoch.us> rc=<status> .
+#   Optional start keys (readers ignore keys they do not know): mk=1 when kubectl was started
+#   with the exact mode's argv[0] marker (kubectl+r.<id>, KUBECTL_RECORD_AUDIT_MARKER=1).
 #   The spool directory is 0700 and memory-backed where the OS has one: it is the only place an
 #   unmasked command line may exist, and only until ingestion.
 
@@ -110,6 +112,34 @@ __kr_find_kubectl() {
     return 1
 }
 
+__kr_marker_ok() {
+    # Exact mode: whether this run may carry the argv[0] marker. The API server derives a default
+    # field manager from the user agent for writes that name none (kubectl scale, cordon,
+    # uncordon, drain, rollout undo, certificate approve/deny, debug, auth reconcile), which would
+    # leave one managedFields entry per run: those commands run unmarked.
+    local a skip= cmd= sub=
+    for a in "$@"; do
+        if [[ -n $skip ]]; then skip=; continue; fi
+        case $a in
+        --) break ;;
+        --*=*) continue ;;
+        -n|--namespace|--context|--cluster|--user|--kubeconfig|-s|--server|--as|--as-group|--as-uid|--token|\
+        --certificate-authority|--client-certificate|--client-key|--request-timeout|--cache-dir|\
+        --tls-server-name|-v|--v|--vmodule|--log-file|--username|--password|--profile|--profile-output)
+            skip=1; continue ;;
+        -*) continue ;;
+        esac
+        if [[ -z $cmd ]]; then cmd=$a; else sub=$a; break; fi
+    done
+    case $cmd in
+    scale|cordon|uncordon|drain|debug|certificate) return 1 ;;
+    rollout) [[ $sub != undo ]] ;;
+    auth) [[ $sub != reconcile ]] ;;
+    apply) [[ $sub != edit-last-applied && $sub != set-last-applied ]] ;;
+    *) return 0 ;;
+    esac
+}
+
 __kr_begin() {
     # Writes the start section of a run. $1 is the source (shim, wrapper, hook), the rest are
     # kubectl's arguments. Sets __kr_file (empty when nothing could be written) and __kr_id.
@@ -147,7 +177,7 @@ __kr_begin() {
     printf '%s\0' v=1 ev=start "id=$__kr_id" "src=$src" "t=$__kr_t" "pid=${BASHPID:-$$}" \
         "ppid=$PPID" "pcomm=$pcomm" "spid=${__kr_spid-}" "sess=${KUBECTL_RECORD_SESSION-}" \
         "cwd=$PWD" "uid=$UID" "home=$HOME" "kcset=${KUBECONFIG+1}" "kcenv=${KUBECONFIG-}" \
-        "kubectl=${__kr_real-}" "ssh=${SSH_CLIENT-}" "sudo=${SUDO_USER-}" "tty=${__kr_tty-}" \
+        "kubectl=${__kr_real-}" "ssh=${SSH_CLIENT-}" "sudo=${SUDO_USER-}" "tty=${__kr_tty-}" ${__kr_mk:+mk=1} \
         "${__kr_snaps[@]}" "${ci[@]}" "argc=$#" "$@" . >"$__kr_file" 2>/dev/null || __kr_file=
     return 0
 }
@@ -186,12 +216,17 @@ __kr_run() {
         unset KUBECTL_RECORD_ACTIVE
         exec "$__kr_real" "$@"
     fi
+    __kr_mk=
+    [[ ${KUBECTL_RECORD_AUDIT_MARKER-} == 1 ]] && __kr_marker_ok "$@" && __kr_mk=1
     __kr_begin "$src" "$@"
+    [[ -n $__kr_file ]] || __kr_mk=
     # An asynchronous child of a non-interactive shell would start with SIGINT/SIGQUIT ignored
     # and stdin on /dev/null; the subshell restores both before exec. It stays in our process
     # group, so the terminal (exec -it, edit) and Ctrl-C reach it as they would bare kubectl.
     (
         trap - INT QUIT TERM HUP USR1 USR2
+        # Exact mode: the record id in argv[0] reaches every request's User-Agent.
+        [[ -n $__kr_mk ]] && exec -a "kubectl+r.$__kr_id" "$__kr_real" "$@"
         exec "$__kr_real" "$@"
     ) <&0 &
     child=$!

@@ -1,0 +1,471 @@
+"""Joining records to the audit events they caused.
+
+Per cluster (server URL), over slices of time:
+
+1. Exact: an event whose user agent starts with ``kubectl+r.<record id>/`` belongs to that
+   record (the exact mode's argv[0] marker).
+2. Skew: the server's clock vs. the recorder's. Each (event, record) pair that is the only
+   fitting one within ±MAX_SKEW says "skew ∈ [event − end, event − start]"; the estimate is the
+   point most of those intervals cover (a sweep), and exact links give exact intervals. It is
+   kept per cluster (`audit_clusters`) and re-estimated on each import.
+3. Candidates: for every unmarked kubectl event, the records of the same identity (from
+   SelfSubjectReview; unknown identity fits any user) and impersonation whose run, shifted by
+   the skew and widened by a margin, contains the event, scored by the expected-call model
+   (expect.py): 3 object name, 2 resource, 1 generic (discovery).
+4. Assignment: each event goes to at most one record. Only the best-scoring candidates stay; a
+   single one gets the event; among several, a record still short of the calls its command
+   sends takes it when it is the only such one; candidates that ran the identical command line
+   share it as `ambiguous` (every candidate kept, as the contract says); a generic event that
+   fits several different runs is left unlinked (it says nothing).
+5. Status per record: exact / strong / partial / ambiguous / missing / none / pending (the
+   source's watermark has not passed the run's end plus a grace period).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from . import expect as _expect
+from .formats import parse_ts
+from .identity import entry_key
+from .importer import MARKER_PREFIX, ua_product
+
+MAX_SKEW = 10.0      # seconds of clock difference considered
+MARGIN = 0.02        # seconds around a run beyond the skew estimate's own uncertainty (ms rounding)
+UNKNOWN_MARGIN = 1.0  # ... when nothing could be estimated
+GRACE = 5.0          # seconds the source must be past a run's end before "missing"
+SLICE = 600.0        # seconds of record start time handled at once (bounded memory)
+MAX_EVENTS_LISTED = 500
+
+_REC_COLS = ("id", "started_at", "ended_at", "verb", "resource", "names", "namespace", "all_namespaces",
+             "context", "user", "argv", "local_only", "exit_code", "identity", "impersonate", "state")
+_EV_COLS = ("audit_id", "ts", "verb", "user", "impersonated", "ua", "resource", "subresource", "namespace",
+            "name", "api_group", "code", "decision", "path", "rank", "manager")
+
+
+@dataclass
+class Rec:
+    id: str
+    start: float
+    end: float
+    data: dict
+    exp: _expect.Expect
+    identity: str | None
+    imp_as: str | None
+    marked: bool = False
+    exact: list = field(default_factory=list)
+    unique: list = field(default_factory=list)     # (ev, score)
+    shared: list = field(default_factory=list)     # (ev, score)
+    filled: int = 0
+    gets: dict = field(default_factory=dict)       # name -> unique GETs of it taken
+
+
+def normalize_server(url: str | None) -> str | None:
+    if not url:
+        return url
+    return url.rstrip("/")
+
+
+def _load_records(conn: sqlite3.Connection, server: str, lo: str, hi: str) -> list[dict]:
+    sql = (f"SELECT {', '.join(_REC_COLS)} FROM records WHERE server IN (?, ?) AND started_at >= ? AND started_at < ?"
+           " ORDER BY started_at")
+    out = []
+    for row in conn.execute(sql, (server, server + "/", lo, hi)):
+        d = dict(zip(_REC_COLS, row))
+        for k in ("names", "argv", "impersonate"):
+            if d[k] is not None:
+                d[k] = json.loads(d[k])
+        d["local_only"] = bool(d["local_only"])
+        d["all_namespaces"] = bool(d["all_namespaces"])
+        out.append(d)
+    return out
+
+
+def _identity_map(conn: sqlite3.Connection, server: str) -> dict:
+    """entry_key(context, user) -> identity, newest check last."""
+    out = {}
+    for user_entry, identity in conn.execute(
+            "SELECT user_entry, identity FROM audit_identity WHERE server = ? AND identity IS NOT NULL"
+            " ORDER BY checked_at", (server,)):
+        out[user_entry] = identity
+    return out
+
+
+def _make_rec(d: dict, ids: dict, marked: set, now: float) -> Rec:
+    start = parse_ts(d["started_at"]) or 0.0
+    end = parse_ts(d["ended_at"]) if d["ended_at"] else None
+    if end is None:
+        end = min(now, start + 3600.0)
+    identity = d.get("identity") or ids.get(entry_key(d.get("context"), d.get("user")))
+    imp = d.get("impersonate") or {}
+    return Rec(d["id"], start, end, d, _expect.expect(d), identity, imp.get("as"), d["id"] in marked)
+
+
+def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW) -> tuple[float, float, float]:
+    """(skew, support, width): each (event, fitting run) pair says skew ∈ [event − end,
+    event − start], weighted 1/n when n runs fit the event (exact links weigh 1 each); the
+    estimate is the middle of the range most weight covers (its width is the uncertainty)."""
+    intervals: list[tuple[float, float, float]] = []
+    if len(evs) > 10_000:  # a sample says as much, and costs a fraction
+        step = len(evs) // 10_000 + 1
+        evs = evs[::step]
+    by_id = {r.id: r for r in recs}
+    srt = sorted(recs, key=lambda r: r.start)
+    sstarts = [r.start for r in srt]
+    longest = max((r.end - r.start for r in srt), default=0.0)
+    for ev in evs:
+        ts, ua = ev[1], ev[5]
+        prod = ua_product(ua)
+        if prod.startswith(MARKER_PREFIX):
+            r = by_id.get(prod[len(MARKER_PREFIX):])
+            if r is not None:
+                intervals.append((ts - r.end, ts - r.start, 1.0))
+            continue
+        if not ev[6]:
+            continue  # generic events say little
+        lo = bisect.bisect_left(sstarts, ts - max_skew - longest)
+        hi = bisect.bisect_right(sstarts, ts + max_skew)
+        fits = []
+        for r in srt[lo:hi]:
+            if r.end + max_skew < ts or r.marked or not _user_ok(r, ev):
+                continue
+            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "") >= 2:
+                fits.append(r)
+                if len(fits) > 50:
+                    break
+        for r in fits:
+            intervals.append((ts - r.end, ts - r.start, 1.0 / len(fits)))
+    if not intervals:
+        return 0.0, 0, 0.0
+    points = []
+    for a, b, w in intervals:
+        points.append((a - 0.002, w))
+        points.append((b + 0.002, -w))
+    points.sort()
+    best = cur = 0.0
+    best_lo = best_hi = 0.0
+    for i, (x, d) in enumerate(points):
+        cur += d
+        if cur > best + 1e-9:
+            best = cur
+            best_lo = x
+            best_hi = points[i + 1][0] if i + 1 < len(points) else x
+    return (best_lo + best_hi) / 2, best, best_hi - best_lo
+
+
+def _user_ok(r: Rec, ev: tuple) -> bool:
+    user, imp = ev[3], ev[4]
+    if r.identity and user and user != r.identity:
+        return False
+    if (r.imp_as or "") != (imp or ""):
+        return False
+    return True
+
+
+def _event_json(ev: tuple) -> dict:
+    res = ev[6]
+    if res and ev[7]:
+        res = f"{res}/{ev[7]}"
+    return {"audit_id": ev[0], "verb": ev[2], "resource": res or ev[13] or None, "namespace": ev[8] or None,
+            "name": ev[9] or None, "code": ev[11], "decision": ev[12] or None}
+
+
+def learn_offsets(recs: list[Rec], skew: float) -> tuple[float, float, int] | None:
+    """How long after a run's start its first request comes (process start-up), and how long
+    before its end its last one (exit): lower bounds learned from runs whose every event was
+    theirs alone, in the skew-corrected frame (so an estimate's bias cancels out)."""
+    first, last = [], []
+    for r in recs:
+        if r.shared:
+            continue
+        evs = r.exact or [e for e, s in r.unique if s >= 2]
+        if not evs:
+            continue
+        ts = [e[1] for e in evs]
+        first.append(min(ts) - (r.start + skew))
+        last.append((r.end + skew) - max(ts))
+    if len(first) < 4:
+        return None
+    first.sort()
+    last.sort()
+    q = max(0, int(0.01 * len(first)) - 1)
+    hi = min(len(first) - 1, int(0.995 * len(first)))
+    # Start-up and exit get slower under load, never faster than about half the quickest seen.
+    lead, tail = first[q] * 0.6 - 0.01, last[q] * 0.6 - 0.005
+    if len(first) < 20:  # too few to bound the slow side
+        return lead, tail, len(first), None, None
+    return lead, tail, len(first), first[hi] * 1.5 + 0.05, last[hi] * 1.5 + 0.02
+
+
+def _reset(recs: list[Rec]) -> None:
+    for r in recs:
+        r.exact, r.unique, r.shared, r.filled, r.gets = [], [], [], 0, {}
+
+
+def _take(r: Rec, ev: tuple, best: int) -> None:
+    r.unique.append((ev, best))
+    if best >= 2:
+        r.filled += 1
+        if ev[2] == "get" and ev[9] and not ev[7]:
+            r.gets[ev[9]] = r.gets.get(ev[9], 0) + 1
+
+
+def _feasible(r: Rec, ev: tuple, skew: float, lead_hi: float | None, tail_hi: float | None,
+              lead: float | None = None, tail: float | None = None) -> bool:
+    """Can this shared event still be R's? Its GET budget, the order of its calls, and how soon
+    after its start its first call and how soon before its end its last call come."""
+    t = ev[1] - skew
+    if lead is not None and t < r.start + lead or tail is not None and t > r.end - tail:
+        return False
+    is_get = ev[2] == "get" and ev[9] and not ev[7]
+    if is_get and r.exp.gets is not None and r.gets.get(ev[9], 0) >= r.exp.gets:
+        return False
+    others = [e[1] - skew for e, s in r.unique if s >= 2 and not (e[2] == "get" and e[9] == ev[9] and not e[7])]
+    if is_get and others and r.exp.get_order == "first" and min(others) < t:
+        return False
+    if is_get and others and r.exp.get_order == "last" and max(others) > t:
+        return False
+    if not ev[6] and any(e[6] and e[1] - skew < t for e, s in r.unique):
+        return False  # discovery comes before a process's first resource call
+    own = [e[1] - skew for e, s in r.unique]
+    if tail_hi is not None and not any(u > t for u in own) and (r.end - t) > tail_hi:
+        return False  # it would be the run's last call, but the run went on too long after it
+    if lead_hi is not None and not any(u < t for u in own) and (t - r.start) > lead_hi:
+        return False  # it would be the first call, but too long after the start
+    return True
+
+
+def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
+           lead: float | None = None, tail: float | None = None,
+           lead_hi: float | None = None, tail_hi: float | None = None) -> list[tuple]:
+    """Steps 1, 3 and 4 of the module docstring, in place on recs. Returns the generic events
+    left unlinked because several different runs fit them (not "unmatched" activity)."""
+    dropped: list[tuple] = []
+    by_id = {r.id: r for r in recs}
+    # Candidates: the run widened by the skew's uncertainty. The learned start-up/exit bounds
+    # (lead, tail) only break ties between several candidates: a lone candidate keeps its event.
+    tie_lead, tie_tail = lead, tail
+    lead = tail = -margin
+    srt = sorted(recs, key=lambda r: r.start)
+    starts = [r.start for r in srt]
+    longest = max((r.end - r.start for r in srt), default=0.0)
+    pending: list[tuple[tuple, list]] = []
+    for ev in evs:
+        prod = ua_product(ev[5])
+        if prod.startswith(MARKER_PREFIX):
+            r = by_id.get(prod[len(MARKER_PREFIX):])
+            if r is not None:
+                r.exact.append(ev)
+            continue
+        t = ev[1] - skew
+        lo = bisect.bisect_left(starts, t + tail - longest)
+        hi = bisect.bisect_right(starts, t - lead)
+        best = 0
+        cands: list[Rec] = []
+        for r in srt[lo:hi]:
+            if r.marked or r.exact or r.end - tail < t or r.start + lead > t or not _user_ok(r, ev):
+                continue
+            s = _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "")
+            if s > best:
+                best, cands = s, [r]
+            elif s == best and s:
+                cands.append(r)
+        if not cands:
+            continue
+        if len(cands) == 1:
+            _take(cands[0], ev, best)
+        else:
+            pending.append((ev, cands, best))
+    # shared events: narrow the candidates until nothing changes
+    changed = True
+    while changed and pending:
+        changed = False
+        rest = []
+        for ev, cands, best in pending:
+            fit = [r for r in cands if not r.exact and _feasible(r, ev, skew, lead_hi, tail_hi, tie_lead, tie_tail)]
+            if len(fit) == 1:
+                _take(fit[0], ev, best)
+                changed = True
+            else:
+                rest.append((ev, fit or cands, best))
+        pending = rest
+    for ev, cands, best in pending:
+        cands = [r for r in cands if not r.exact]
+        if not cands:
+            continue
+        if len(cands) == 1:
+            _take(cands[0], ev, best)
+            continue
+        sigs = {r.exp.signature[0] for r in cands}
+        if best >= 2:
+            short = [r for r in cands if r.filled < r.exp.min_calls]
+            if len(short) == 1 and len(sigs) > 1:
+                _take(short[0], ev, best)
+                continue
+            for r in cands:
+                r.shared.append((ev, best))
+        else:
+            # Discovery comes right before a process's first resource call: the run whose next
+            # call follows soonest takes it, when clearly sooner than any other's.
+            t = ev[1]
+            # Only one of them can have started yet: it is that one's (discovery comes first).
+            maybe = [r for r in cands if r.start + skew - margin <= t]
+            if len(maybe) == 1 and maybe[0].start + skew + margin <= t:
+                _take(maybe[0], ev, best)
+            else:
+                dropped.append(ev)  # generic events shared by different runs say nothing
+    return dropped
+
+
+def status_of(r: Rec, caught_up: bool) -> tuple[str, list]:
+    if not r.exp.calls:
+        evs = [e for e, _ in r.unique]
+        return ("none", evs) if not r.exact else ("exact", r.exact)
+    if r.exact:
+        return "exact", r.exact
+    uniq = [e for e, _ in r.unique]
+    resource_calls = sum(1 for _, s in r.unique if s >= 2)
+    if any(s >= 2 for _, s in r.shared):
+        return "ambiguous", sorted(uniq + [e for e, _ in r.shared], key=lambda e: e[1])
+    if not uniq:
+        if r.exp.min_calls == 0:
+            return "none", []
+        return ("missing" if caught_up else "pending"), []
+    failed = r.data.get("exit_code") not in (0, None)
+    if resource_calls >= r.exp.min_calls or (failed and resource_calls >= 1):
+        return "strong", uniq
+    if not caught_up:
+        return "pending", uniq
+    return ("partial" if resource_calls or r.exp.min_calls == 0 else "partial"), uniq
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    statuses: dict = field(default_factory=dict)
+    skew: float = 0.0
+    skew_support: int = 0
+    lead: float | None = None
+    tail: float | None = None
+
+
+def correlate(conn: sqlite3.Connection, server: str, since: float | None = None, until: float | None = None,
+              *, now: float | None = None, grace: float = GRACE, margin: float = MARGIN) -> Summary:
+    """Re-link the records of SERVER that started in [since, until) (all when None)."""
+    from ..record import rfc3339
+
+    server = normalize_server(server)
+    now = now or time.time()
+    summary = Summary()
+    row = conn.execute("SELECT min(started_at), max(started_at) FROM records WHERE server IN (?, ?)",
+                       (server, server + "/")).fetchone()
+    if not row or not row[0]:
+        return summary
+    first = parse_ts(row[0]) or 0.0
+    last = parse_ts(row[1]) or 0.0
+    lo = max(first, since) if since is not None else first
+    hi = min(last + 0.001, until) if until is not None else last + 0.001
+    cl = conn.execute("SELECT skew, skew_support, watermark, lead, tail FROM audit_clusters WHERE server = ?",
+                      (server,)).fetchone()
+    old_skew, old_support, watermark, cl_lead, cl_tail = (cl or (None, 0, None, None, None))
+    watermark = watermark or 0.0
+    ids = _identity_map(conn, server)
+    marked = {r[0] for r in conn.execute("SELECT record_id FROM audit_marked")}
+    skew_fixed: float | None = None
+    t = lo
+    while t < hi:
+        a, b = t, min(hi, t + SLICE)
+        t = b
+        # neighbours as candidates, so that events near the edges go where they belong
+        rows = _load_records(conn, server, rfc3339(a - 60.0), rfc3339(b + 60.0))
+        if not rows:
+            continue
+        recs = [_make_rec(d, ids, marked, now) for d in rows]
+        ev_lo = a - 60.0 - MAX_SKEW - margin
+        ev_hi = max(b + 60.0, max(r.end for r in recs)) + MAX_SKEW + margin
+        evs = conn.execute(
+            f"SELECT {', '.join(_EV_COLS)} FROM audit_events WHERE server = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+            (server, ev_lo, ev_hi)).fetchall()
+        if skew_fixed is None:
+            skew, support, width = estimate_skew(recs, evs)
+            support = int(round(support))
+            if support < 3 and old_skew is not None and (old_support or 0) >= support:
+                skew, support, width = old_skew, old_support, 0.0
+            skew_fixed = skew
+            summary.skew, summary.skew_support = skew, support
+            conn.execute("INSERT INTO audit_clusters (server, skew, skew_support, events, updated) VALUES (?,?,?,0,?)"
+                         " ON CONFLICT(server) DO UPDATE SET skew = excluded.skew, skew_support = excluded.skew_support,"
+                         " updated = excluded.updated", (server, skew, support, now))
+            use_margin = margin + min(width, 2.0) / 2 if support >= 1 else UNKNOWN_MARGIN
+            assign(recs, evs, skew_fixed, use_margin)
+            learned = learn_offsets(recs, skew_fixed)
+            if learned:  # once more, from the runs the tighter windows made unique
+                _reset(recs)
+                assign(recs, evs, skew_fixed, use_margin, max(-use_margin, learned[0]), max(-use_margin, learned[1]),
+                       learned[3], learned[4])
+                learned = learn_offsets(recs, skew_fixed) or learned
+            if learned is None and cl and cl_lead is not None:
+                learned = (cl_lead, cl_tail, 0, None, None)
+            lead = tail = lead_hi = tail_hi = None
+            if learned:
+                lead, tail = max(-use_margin, learned[0]), max(-use_margin, learned[1])
+                lead_hi, tail_hi = learned[3], learned[4]
+                conn.execute("UPDATE audit_clusters SET lead = ?, tail = ? WHERE server = ?", (lead, tail, server))
+            summary.lead, summary.tail = lead, tail
+            _reset(recs)
+        dropped = assign(recs, evs, skew_fixed, use_margin, lead, tail, lead_hi, tail_hi)
+        own = [r for r in recs if a <= r.start < b]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            own_ids = [r.id for r in own]
+            for i in range(0, len(own_ids), 500):
+                chunk = own_ids[i:i + 500]
+                conn.execute(f"UPDATE audit_events SET record_id = NULL, link = NULL WHERE record_id IN"
+                             f" ({','.join('?' * len(chunk))})", chunk)
+            links, updates = [], []
+            for r in own:
+                caught_up = watermark >= r.end + skew_fixed + grace
+                status, evlist = status_of(r, caught_up)
+                summary.statuses[status] = summary.statuses.get(status, 0) + 1
+                summary.records += 1
+                link = "ambiguous" if status == "ambiguous" else ("exact" if status == "exact" else "strong")
+                for e in evlist:
+                    links.append((r.id, link, e[0]))
+                listed = [_event_json(e) for e in evlist[:MAX_EVENTS_LISTED]]
+                audit = {"status": status, "events": listed}
+                if len(evlist) > MAX_EVENTS_LISTED:
+                    audit["events_total"] = len(evlist)
+                updates.append((json.dumps(audit, separators=(",", ":")), r.identity, r.id))
+            conn.executemany("UPDATE audit_events SET record_id = ?, link = ? WHERE audit_id = ?"
+                             " AND (record_id IS NULL OR link = 'ambiguous')", links)
+            conn.executemany("UPDATE audit_events SET link = 'shared' WHERE audit_id = ? AND record_id IS NULL",
+                             [(e[0],) for e in dropped if a - 60.0 <= e[1] - skew_fixed < b + 60.0])
+            conn.executemany("UPDATE records SET audit = ?, identity = coalesce(identity, ?) WHERE id = ?", updates)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return summary
+
+
+def mark_unbound(conn: sqlite3.Connection) -> int:
+    """Records of clusters no audit source is bound to: `no_source` (only where something would
+    be expected; local-only runs are `none`)."""
+    bound = [r[0] for r in conn.execute("SELECT server FROM audit_clusters")]
+    q = ",".join("?" * len(bound)) or "''"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        cur = conn.execute(
+            f"UPDATE records SET audit = '{{\"status\":\"no_source\",\"events\":[]}}' WHERE audit IS NULL AND"
+            f" local_only = 0 AND server IS NOT NULL AND rtrim(server, '/') NOT IN ({q})", bound)
+        conn.execute("UPDATE records SET audit = '{\"status\":\"none\",\"events\":[]}' WHERE audit IS NULL AND"
+                     " local_only = 1")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return cur.rowcount

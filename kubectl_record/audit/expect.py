@@ -1,0 +1,250 @@
+"""What API calls a recorded kubectl command sends (kubectl v1.32, checked against the test
+server with the real binary; see tests/test_audit_expect.py).
+
+`expect(record)` gives an :class:`Expect`; `score(exp, ev)` says how well one audit event fits:
+0 = cannot be this command's, 1 = generic (discovery, /version, OpenAPI: any kubectl sends
+them), 2 = the command's resource (or a resource it is known to touch), 3 = also its object name.
+`min_calls` is how many resource calls the command sends at least when it succeeds (fewer
+means the policy dropped some: `partial`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import kubectl_args
+
+READ = frozenset({"get", "list", "watch"})
+WRITE = frozenset({"create", "update", "patch"})
+ALL = None  # any verb / any resource
+
+
+@dataclass
+class Expect:
+    calls: bool = True
+    resources: frozenset | None = ALL      # main resources (score 2/3)
+    verbs: frozenset | None = ALL
+    related: dict = field(default_factory=dict)  # resource -> verbs (score 2, never 3)
+    namespace: str | None = None            # events in another namespace do not fit
+    names: frozenset = frozenset()
+    min_calls: int = 1
+    signature: tuple = ()
+    managers: frozenset | None = None       # fieldManager values its writes carry (None: unknown)
+    gets: int | None = None                 # GETs of each named object it sends (None: unknown)
+    get_order: str | None = None            # "first": those GETs precede its other calls; "last": follow them
+    paths: frozenset = frozenset()          # non-resource paths that are its own calls (score 2)
+
+
+def _res_list(resource: str | None) -> frozenset | None:
+    if not resource:
+        return ALL
+    return frozenset(r.split(".", 1)[0] for r in resource.split(",") if r)
+
+
+_TOUCHES = {  # kubectl verb -> (verbs on the main resource, related resources and their verbs, min calls)
+    "get": (None, {}, 1),
+    "describe": (READ, {"events": READ, "*": READ}, 1),
+    "events": (READ, {}, 1),
+    "wait": (READ, {}, 1),
+    "delete": (frozenset({"delete", "deletecollection"}) | READ, {}, 1),
+    "scale": (READ | WRITE, {}, 2),
+    "label": (READ | WRITE, {}, 2),
+    "annotate": (READ | WRITE, {}, 2),
+    "patch": (READ | WRITE, {}, 1),
+    "edit": (READ | WRITE, {}, 1),
+    "taint": (READ | WRITE, {}, 2),
+    "cordon": (READ | WRITE, {}, 2),
+    "uncordon": (READ | WRITE, {}, 2),
+    "drain": (READ | WRITE, {"pods": READ | frozenset({"create", "delete"})}, 2),
+    "autoscale": (READ, {"horizontalpodautoscalers": WRITE}, 2),
+    "expose": (READ, {"services": WRITE}, 2),
+    "rollout restart": (READ | WRITE, {}, 2),
+    "rollout pause": (READ | WRITE, {}, 2),
+    "rollout resume": (READ | WRITE, {}, 2),
+    "rollout undo": (READ | WRITE, {"replicasets": READ, "controllerrevisions": READ}, 2),
+    "rollout status": (READ, {"replicasets": READ}, 1),
+    "rollout history": (READ, {"replicasets": READ, "controllerrevisions": READ}, 1),
+    "certificate approve": (READ | WRITE, {}, 2),
+    "certificate deny": (READ | WRITE, {}, 2),
+}
+_SUB_VERBS = frozenset({"get", "create"})
+_POD_SUB = {"exec": "exec", "attach": "attach", "port-forward": "portforward", "cp": "exec"}
+
+
+_MANAGERS = {  # kubectl v1.32 default --field-manager per command (checked with the real binary)
+    "create": "kubectl-create", "run": "kubectl-run", "replace": "kubectl-replace", "edit": "kubectl-edit",
+    "patch": "kubectl-patch", "label": "kubectl-label", "annotate": "kubectl-annotate", "taint": "kubectl-taint",
+    "autoscale": "kubectl-autoscale", "expose": "kubectl-expose", "rollout restart": "kubectl-rollout",
+    "rollout pause": "kubectl-rollout", "rollout resume": "kubectl-rollout",
+}
+_NO_MANAGER = frozenset({"scale", "cordon", "uncordon", "drain", "rollout undo", "certificate approve",
+                         "certificate deny"})
+
+
+def _managers(verb: str, flags: list) -> frozenset | None:
+    given = [v for n, v in flags if n == "--field-manager" and v]
+    if given:
+        return frozenset({given[-1]})
+    if verb == "apply":
+        return frozenset({"kubectl-client-side-apply", "kubectl", "kubectl-last-applied"})
+    if verb.startswith("set "):
+        return frozenset({"kubectl-set"})
+    if verb.startswith("create "):
+        return frozenset({"kubectl-create"})
+    if verb in _MANAGERS:
+        return frozenset({_MANAGERS[verb]})
+    if verb in _NO_MANAGER:
+        return frozenset()
+    return None
+
+
+_MEMO: dict = {}
+
+
+def expect(record: dict) -> Expect:
+    """The expected-call model of one record (masked argv is enough: names and namespaces are
+    never masked). Memoized: the same command lines come back all the time."""
+    key = (tuple(record.get("argv") or ()), record.get("verb"), record.get("resource"),
+           tuple(record.get("names") or ()), record.get("namespace"), bool(record.get("all_namespaces")),
+           bool(record.get("local_only")), record.get("exit_code") not in (0, None), record.get("context"))
+    e = _MEMO.get(key)
+    if e is None:
+        if len(_MEMO) > 50_000:
+            _MEMO.clear()
+        e = _MEMO[key] = _expect_full(record)
+    return e
+
+
+def _expect_full(record: dict) -> Expect:
+    e = _expect(record)
+    if e.calls:
+        verb = record.get("verb") or ""
+        p = kubectl_args.parse(record.get("argv") or [])
+        e.managers = _managers(verb, p.flags)
+        flags = {n for n, _ in p.flags}
+        if e.names and not flags & {"--watch", "-w", "--follow", "-f", "--filename"}:
+            e.gets, e.get_order = _GETS.get(verb, (None, None))
+    return e
+
+
+# GETs of each named object, checked with the real kubectl against the test server.
+_GETS = {
+    "get": (1, None), "describe": (2, "first"), "logs": (1, "first"), "label": (1, "first"),
+    "annotate": (1, "first"), "scale": (1, "first"), "rollout restart": (1, "first"),
+    "rollout pause": (1, "first"), "rollout resume": (1, "first"), "cordon": (1, "first"),
+    "uncordon": (1, "first"), "delete": (1, "last"),
+}
+
+
+def _expect(record: dict) -> Expect:
+    verb = record.get("verb") or ""
+    argv = record.get("argv") or []
+    sig = (tuple(argv), record.get("namespace"), record.get("context"))
+    if record.get("local_only"):
+        return Expect(calls=False, min_calls=0, signature=sig)
+    p = kubectl_args.parse(argv)
+    ns = None if record.get("all_namespaces") else record.get("namespace")
+    names = frozenset(record.get("names") or p.names or ())
+    res = _res_list(record.get("resource"))
+    failed = record.get("exit_code") not in (0, None)
+    flags = {n for n, _ in p.flags}
+    watch = "--watch" in flags or "-w" in flags or "--watch-only" in flags
+
+    def mk(**kw) -> Expect:
+        e = Expect(namespace=ns, names=names, signature=sig, **kw)
+        if failed:
+            e.min_calls = min(e.min_calls, 1)
+        return e
+
+    if p.files or verb in ("apply", "replace", "diff", "kustomize") or verb.startswith("apply "):
+        # objects come from files: any resource, any namespace they name
+        return Expect(resources=ALL, verbs=ALL, namespace=None, names=frozenset(), min_calls=1, signature=sig)
+    if verb == "get":
+        verbs = READ if watch else (frozenset({"get"}) if names else frozenset({"list"}))
+        return mk(resources=res, verbs=verbs, min_calls=max(1, len(names)))
+    if verb.startswith("create ") or verb in ("create", "run"):
+        r = res or frozenset({"pods"} if verb == "run" else ())
+        rel = {"pods": READ | frozenset({"create", "delete"})} if verb == "run" else {}
+        if verb == "create token":
+            rel = {"serviceaccounts": frozenset({"create"})}
+        if verb == "create job" and "--from" in flags:
+            rel = {"cronjobs": READ}
+        return mk(resources=r or ALL, verbs=frozenset({"create"}) | READ, related=rel, min_calls=1)
+    if verb in _POD_SUB or verb == "logs" or verb == "debug":
+        rel = {}
+        r = res or frozenset({"pods"})
+        if r != frozenset({"pods"}):  # logs deploy/web, exec svc/x: the owner, then its pods
+            rel = {"pods": READ}
+        verbs = READ | _SUB_VERBS
+        if verb == "debug":
+            verbs = ALL
+            rel = {"pods": ALL, "nodes": READ}
+        pods_names = names
+        if verb == "cp":
+            pods_names = frozenset(a.split(":", 1)[0].split("/")[-1] for a in p.positionals if ":" in a)
+        e = mk(resources=r, verbs=verbs, related=rel, min_calls=2)
+        e.names = pods_names
+        return e
+    if verb == "auth whoami":
+        return mk(resources=frozenset({"selfsubjectreviews"}), verbs=frozenset({"create"}), min_calls=1)
+    if verb == "auth can-i":
+        return mk(resources=frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews"}),
+                  verbs=frozenset({"create"}), min_calls=1)
+    if verb == "version":
+        return mk(resources=frozenset(), verbs=READ, min_calls=1, paths=frozenset({"/version"}))
+    if verb in ("api-resources", "api-versions", "explain"):
+        return mk(resources=frozenset(), verbs=READ, min_calls=0)
+    if verb == "cluster-info":
+        return mk(resources=frozenset({"services"}), verbs=READ, min_calls=1)
+    if verb.startswith("top"):
+        return mk(resources=frozenset({"nodes", "pods"}), verbs=READ, min_calls=1)
+    if verb.startswith("set "):
+        return mk(resources=res, verbs=READ | WRITE, min_calls=2)
+    if verb in _TOUCHES:
+        verbs, rel, minimum = _TOUCHES[verb]
+        if verb in ("cordon", "uncordon", "drain"):
+            res = frozenset({"nodes"})
+        if verb == "certificate approve" or verb == "certificate deny":
+            res = frozenset({"certificatesigningrequests"})
+        if verb == "delete" and not names:
+            minimum = 1
+        elif verb == "delete":
+            minimum = len(names)
+        if verb == "get":
+            verbs = READ
+        return mk(resources=res, verbs=verbs, related=dict(rel), min_calls=minimum)
+    _, known, _ = kubectl_args._find_command([str(a) for a in argv])
+    if not known:
+        # A plugin (kubectl-foo) runs its own binary with its own user agent, or a typo.
+        return Expect(calls=False, min_calls=0, signature=sig)
+    return mk(resources=res, verbs=ALL, min_calls=1)
+
+
+def score(exp: Expect, resource: str, subresource: str, verb: str, namespace: str, name: str,
+          manager: str = "", path: str = "") -> int:
+    """0..3, see the module docstring."""
+    if not exp.calls:
+        return 0
+    if manager and exp.managers is not None and manager not in exp.managers:
+        return 0
+    if not resource:
+        return 2 if path in exp.paths else 1  # non-resource URL: discovery, /version, /openapi
+    if exp.namespace and namespace and namespace != exp.namespace:
+        return 0
+    main = exp.resources is ALL or resource in exp.resources
+    if main and (exp.verbs is ALL or verb in exp.verbs or (subresource and verb in _SUB_VERBS)):
+        if name and exp.names:
+            if name in exp.names:
+                return 3
+            # a named command touches other objects of its type only via list/watch
+            return 2 if verb in ("list", "watch") or exp.resources is ALL else 0
+        return 2
+    rel = exp.related.get(resource)
+    if rel is None:
+        rel = exp.related.get("*")
+        if rel is not None and (rel is ALL or verb in rel):
+            return 1
+        return 0
+    if rel is ALL or verb in rel:
+        return 2
+    return 0
