@@ -85,6 +85,7 @@ def _namespace(r: dict) -> str:
 
 
 def table_columns(wide: bool, now: float) -> list[Column]:
+    from .audit.views import outcome
     from .timefmt import age, duration
 
     cols = [
@@ -93,6 +94,8 @@ def table_columns(wide: bool, now: float) -> list[Column]:
         Column("CONTEXT", lambda r: r.get("context") or "-"),
         Column("NAMESPACE", _namespace),
         Column("EXIT", _exit_text, _exit_style),
+        # The API server's answer beside the client's exit status ("403 forbid" beside 1).
+        Column("SERVER", lambda r: outcome(r) or "-"),
         Column("DURATION", lambda r: duration(r.get("duration_ms"))),
     ]
     if wide:
@@ -269,7 +272,10 @@ def describe(record: dict, out=None) -> None:
     for key in extra:
         out.write(f"{key + ':':<{width}}{flat(record[key])}\n")
     audit = record.get("audit") or {}
+    from .audit.views import outcome
+
     out.write(f"{'Audit:':<{width}}{audit.get('status') or '<none>'}\n")
+    out.write(f"{'Server:':<{width}}{outcome(record) or '<none>'}\n")
     events = audit.get("events") or []
     if events:
         out.write("Audit events:\n")

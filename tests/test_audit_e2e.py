@@ -87,6 +87,10 @@ def test_links_and_statuses_without_marker(recorder, apiserver_factory):
     from kubectl_record.audit.views import outcome
 
     assert outcome(sec) == "403 forbid" and outcome(get) == "200"
+    # history shows the server's answer beside the client's exit status; show says it too
+    row = next(line for line in recorder.cli("history").stdout.splitlines() if "get secrets" in line)
+    assert row.split()[4:7] == ["1", "403", "forbid"]
+    assert "403 forbid" in recorder.cli("show", sec["id"]).stdout
     assert calls(recs["kubectl create configmap cm1 --from-literal=a=b"]) == [("create", "configmaps", "default", "cm1", 201)]
     assert calls(recs[f"kubectl label pod {POD} team=a"]) == [("get", "pods", "default", POD, 200),
                                                               ("patch", "pods", "default", POD, 200)]

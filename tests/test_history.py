@@ -27,7 +27,7 @@ def test_plain_history_is_every_context_and_namespace_newest_first(st):
     out = st.run("history")
     assert out.exit_code == 0
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["ID", "AGE", "CONTEXT", "NAMESPACE", "EXIT", "DURATION", "COMMAND"]
+    assert lines[0].split() == ["ID", "AGE", "CONTEXT", "NAMESPACE", "EXIT", "SERVER", "DURATION", "COMMAND"]
     assert lines[1].split()[0] == c["id"][-8:]
     assert "kubectl get nodes" in lines[1]
     assert "\x1b[" not in out.stdout  # no colour off a terminal
