@@ -394,6 +394,17 @@ def from_row(row: sqlite3.Row | tuple, names: Iterable[str] = FIELDS) -> dict:
 _INSERT = f"INSERT OR IGNORE INTO records ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
 
 
+def _chain_tip(conn: sqlite3.Connection, inst: str) -> tuple[int, str]:
+    """The last seq used by this installation and its hash. A deletion of the newest records
+    leaves the tip in a tombstone: numbering and the chain go on from there, never reusing a seq."""
+    tip = conn.execute("SELECT seq, hash FROM records WHERE install_id = ? ORDER BY seq DESC LIMIT 1",
+                       (inst,)).fetchone() or (0, GENESIS)
+    gone = conn.execute("SELECT seq_to, last_hash FROM tombstones WHERE install_id = ? AND seq_to > ?"
+                        " ORDER BY seq_to DESC LIMIT 1", (inst, tip[0])).fetchone()
+    seq, last = gone or tip
+    return seq, last or GENESIS
+
+
 def insert_local(conn: sqlite3.Connection, records: list[dict]) -> int:
     """Insert this installation's own records, numbering them gap-free in start order.
 
@@ -406,10 +417,7 @@ def insert_local(conn: sqlite3.Connection, records: list[dict]) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         inst = install_id(conn)
-        last = conn.execute("SELECT seq, hash FROM records WHERE install_id = ? ORDER BY seq DESC LIMIT 1",
-                            (inst,)).fetchone()
-        seq, prev = last or (0, GENESIS)
-        prev = prev or GENESIS
+        seq, prev = _chain_tip(conn, inst)
         added = 0
         for record in sorted(records, key=lambda r: (r["started_at"], r["id"])):
             if conn.execute("SELECT 1 FROM records WHERE id = ?", (record["id"],)).fetchone():

@@ -112,3 +112,15 @@ def test_retention_from_config_file(st, monkeypatch):
     assert retention.retention_settings() == {"max_age": None, "max_records": 2}
     assert retention.maybe_auto_prune(st.conn) == 3
     assert len(st.ids()) == 2
+
+
+def test_deleting_the_newest_records_never_reuses_their_seq(st):
+    """The next run continues the chain from the tombstone: the collector may already hold the
+    deleted records, and a reused seq would look like a conflicting record."""
+    old = st.add(*(make_record(f"get pods p{i}", ago=100 - i) for i in range(3)))
+    deleted, _ = retention.delete_where(st.conn, "id = ?", [old[2]["id"]], "test")
+    assert deleted == 1
+    [tomb] = _tombstones(st)
+    [new] = st.add(make_record("get pods p9", ago=1))
+    seq, prev, _ = _chain(st)[new["id"]]
+    assert (seq, prev) == (tomb["seq_to"] + 1, tomb["last_hash"]) == (4, tomb["last_hash"])
