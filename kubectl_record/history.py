@@ -144,8 +144,10 @@ def resolve_limit(limit: int | None, fmt: str) -> int | None:
               help="At most N records (table default: 50; other formats: all; 0: no limit).")
 @click.option("-r", "--reverse", is_flag=True, help="Oldest first (still the newest N when limited).")
 @click.option("-u", "--unique", is_flag=True, help="Collapse repeats: each command once per context and namespace, at its newest run.")
+@click.option("--team", is_flag=True, help="Ask the team collector (what your token may read) instead of this machine.")
 @output_options
-def history(filters, limit: int | None, reverse: bool, unique: bool, output: str, no_headers: bool) -> None:
+def history(filters, limit: int | None, reverse: bool, unique: bool, team: bool, output: str,
+            no_headers: bool) -> None:
     """Recorded kubectl invocations, newest first, across every context and namespace.
 
     \b
@@ -156,11 +158,37 @@ def history(filters, limit: int | None, reverse: bool, unique: bool, output: str
     kubectl record history --since yesterday -o jsonl
     """
     filters.where()  # bad values fail before the store is opened
-    conn = _open()
     limit = resolve_limit(limit, output)
+    if team:
+        print_records(_team_records(filters, limit, reverse, unique), output, no_headers)
+        return
+    conn = _open()
     where, params = filters.where(conn=conn, limited=limit is not None)
     records = iter_matching(conn, where, params, limit=limit, reverse=reverse, unique=unique)
     print_records(records, output, no_headers)
+
+
+def _team_records(filters, limit: int | None, reverse: bool, unique: bool):
+    """The same lookup against the collector (keyset pages underneath)."""
+    from .cli import Failure
+    from .collector.client import CollectorError
+    from .sync import SyncError, team_filters, team_query
+
+    if reverse or unique:
+        raise BadUsage("--reverse and --unique are not available with --team")
+    try:
+        # Fetch the first page now so that an unreachable collector or a refused token is one
+        # clear line before any output, not a traceback in the middle of it.
+        records = team_query(team_filters(filters), limit)
+        first = next(records, None)
+    except (CollectorError, SyncError) as exc:
+        raise Failure(f"team history: {exc}") from None
+    if first is not None:
+        yield first
+        try:
+            yield from records
+        except CollectorError as exc:
+            raise Failure(f"team history: {exc}") from None
 
 
 def _open():

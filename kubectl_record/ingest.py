@@ -424,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     if not background and result.error:
         print(f"kubectl-record: {result.error}", file=sys.stderr)
         return 1
+    if background and result.ingested:
+        try:
+            from .sync import kick
+
+            kick()  # uploads start in their own process, only when a collector or destination is set
+        except Exception:
+            pass
     return 0
 
 

@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 packages=(zsh tmux postgresql)
+# --- apt packages for the destination/alert tests (owner: destinations/alerts) ---------------
+packages+=(prometheus-alertmanager)   # tests/test_alerts.py runs the real Alertmanager v2 API
+# --- end of destination/alert packages ----------------------------------------------------------
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${packages[@]}"; do
@@ -31,8 +34,10 @@ fi
 # drop their own databases in it. postgres refuses to run as root, so as root the cluster belongs
 # to Debian's `postgres` user (it must be able to reach the directory: .venv/pg, else /var/tmp).
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
-if [[ -z ${KUBECTL_RECORD_TEST_PG:-} && -n $pg_bin ]]; then
-    pg_port=${KUBECTL_RECORD_TEST_PG_PORT:-54329}
+pg_port=${KUBECTL_RECORD_TEST_PG_PORT:-54329}
+if [[ -z ${KUBECTL_RECORD_TEST_PG:-} && -n $pg_bin ]] && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
+    export KUBECTL_RECORD_TEST_PG="postgresql://postgres@127.0.0.1:$pg_port/postgres"  # already up: reuse it
+elif [[ -z ${KUBECTL_RECORD_TEST_PG:-} && -n $pg_bin ]]; then
     as_pg=()
     pg_dir=$PWD/.venv/pg
     if [[ $(id -u) == 0 ]]; then
