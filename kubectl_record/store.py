@@ -24,11 +24,11 @@ FIELDS = (
     "cwd", "host", "os_user", "sudo_user", "ssh_client", "session", "parent", "ci",
     "kubectl_version", "identity", "audit", "prev_hash", "hash",
 )
-# What the hash chain covers: what was run, where and by whom, fixed when the run started.
-# The outcome (which a late Ctrl-C report may still complete) and what later lookups add
-# (identity, audit, kubectl_version) are outside it, so filling them in never breaks the chain.
-UNCHAINED = frozenset({"ended_at", "duration_ms", "exit_code", "state", "kubectl_version", "identity", "audit",
-                       "prev_hash", "hash"})
+# What may still change once a record is stored: the outcome (which a late Ctrl-C report may
+# complete) and what later lookups add. The hash chain covers everything else — what was run,
+# where and by whom — so filling these in never breaks it; uploads re-send a record when they change.
+OUTCOME = ("ended_at", "duration_ms", "exit_code", "state", "kubectl_version", "identity", "audit")
+UNCHAINED = frozenset(OUTCOME) | {"prev_hash", "hash"}
 GENESIS = "0" * 64
 JSON_FIELDS = frozenset({"argv", "names", "impersonate", "kubeconfig", "files", "ci", "audit"})
 BOOL_FIELDS = frozenset({"all_namespaces", "mutating", "dry_run", "local_only", "redacted", "unexpanded"})

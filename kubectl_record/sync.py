@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import click
 
 from . import paths
-from .store import BOOL_FIELDS, FIELDS, JSON_FIELDS
+from .store import BOOL_FIELDS, FIELDS, JSON_FIELDS, OUTCOME
 
 COLLECTOR = "collector"
 BATCH = 2000
@@ -34,7 +34,6 @@ BATCH = 2000
 BATCH_BYTES = 8 * 1024 * 1024
 TOMBSTONE_FIELDS = ("id", "deletion", "created_at", "deleted_by", "reason", "install_id", "seq_from", "seq_to",
                     "count", "prev_hash", "last_hash", "first_started_at", "last_started_at")
-_OUTCOME = ("ended_at", "duration_ms", "exit_code", "state", "kubectl_version", "identity", "audit")
 
 
 class SyncError(Exception):
@@ -104,8 +103,8 @@ _OUTBOX_DDL = (
     # whose outcome changes.
     "CREATE TRIGGER IF NOT EXISTS sync_queue_insert AFTER INSERT ON records BEGIN"
     " INSERT OR REPLACE INTO sync_queue (dest, record_id) SELECT dest, NEW.id FROM sync_state; END",
-    "CREATE TRIGGER IF NOT EXISTS sync_queue_update AFTER UPDATE OF " + ", ".join(_OUTCOME) + " ON records WHEN "
-    + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in _OUTCOME)
+    "CREATE TRIGGER IF NOT EXISTS sync_queue_update AFTER UPDATE OF " + ", ".join(OUTCOME) + " ON records WHEN "
+    + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in OUTCOME)
     + " BEGIN INSERT OR REPLACE INTO sync_queue (dest, record_id) SELECT dest, NEW.id FROM sync_state; END",
     "CREATE TRIGGER IF NOT EXISTS sync_queue_delete AFTER DELETE ON records BEGIN"
     " DELETE FROM sync_queue WHERE record_id = OLD.id; END",

@@ -7,11 +7,12 @@ Errors are typed by what the caller should do: `Refused` (401/403: a retry will 
 
 from __future__ import annotations
 
-import email.utils
 import gzip
 import time
 
 import requests
+
+from ..destinations.base import parse_retry_after
 
 TIMEOUT = (5.0, 60.0)  # connect, read
 
@@ -38,22 +39,6 @@ class Transient(CollectorError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _message(response: requests.Response) -> str:

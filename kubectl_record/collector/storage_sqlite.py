@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-from ..store import FIELDS
+from ..store import FIELDS, OUTCOME
 from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
 
 SCHEMA_VERSION = 1
@@ -22,8 +22,7 @@ def _column(name: str) -> str:
     return f'"{name}" {kind}' + (" NOT NULL" if name in _NOT_NULL else "")
 
 
-CHAINED_COLUMNS = [n for n in FIELDS if n not in {"ended_at", "duration_ms", "exit_code", "state", "kubectl_version",
-                                                  "identity", "audit"}]
+CHAINED_COLUMNS = [n for n in FIELDS if n not in OUTCOME]  # the chained fields and the chain links
 
 DDL = [
     f"CREATE TABLE records ({', '.join(_column(n) for n in COLUMNS)}, PRIMARY KEY (id), UNIQUE (install_id, seq))",

@@ -19,9 +19,8 @@ from .. import store, sync
 from . import open_destination
 from .adapter import background_pass
 
-_OUTCOME = ("ended_at", "duration_ms", "exit_code", "state", "kubectl_version", "identity", "audit")
 _UPSERT = (f"INSERT INTO records ({', '.join(store.FIELDS)}) VALUES ({', '.join('?' * len(store.FIELDS))})"
-           f" ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _OUTCOME)
+           f" ON CONFLICT(id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in store.OUTCOME)
            + " ON CONFLICT DO NOTHING")
 
 
