@@ -398,6 +398,11 @@ def _detach() -> None:
 
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
+    # Background work: the next command the user types comes first.
+    try:
+        os.nice(10)
+    except OSError:
+        pass
     try:
         os.setsid()
     except OSError:
