@@ -22,8 +22,14 @@ from . import paths, spool
 ERROR_FILE = ".ingest-error"
 STATUS_FILE = ".ingest-status"
 PID_FILE = ".ingester"
-LINGER_S = 1.0
-LINGER_STEP_S = 0.1
+# How long a background ingester stays after its last work. Runs that end meanwhile start no
+# process (a person typing commands a few seconds apart costs one Python start per half minute of
+# activity, not one per run); it looks often at first, when the next run is likeliest, then less.
+LINGER_S = 30.0
+
+
+def _linger_step(idle: float) -> float:
+    return 0.1 if idle < 2.0 else 0.5
 BAD_SUFFIX = ".bad"
 # A snapshot or a broken file this old is nobody's work in progress.
 GRACE_S = 60.0
@@ -309,16 +315,19 @@ def _ingest_pass(spool_dir: str, db_path: str | None, now: float, result: Result
     return seen
 
 
-def _news(spool_dir: str, seen: dict[str, int]) -> list[str]:
-    """Spool files that appeared or grew (an end was added) since a pass saw SEEN."""
-    news = []
+def _sizes(spool_dir: str) -> dict[str, int]:
+    sizes = {}
     for path in spool.list_entries(spool_dir):
         try:
-            if seen.get(path) != os.path.getsize(path):
-                news.append(path)
+            sizes[path] = os.path.getsize(path)
         except FileNotFoundError:
             pass
-    return news
+    return sizes
+
+
+def _news(spool_dir: str, seen: dict[str, int]) -> list[str]:
+    """Spool files that appeared or grew (an end was added) since a pass saw SEEN."""
+    return [path for path, size in _sizes(spool_dir).items() if seen.get(path) != size]
 
 
 def _locked_pass(spool_dir: str, db_path: str | None, blocking: bool, clock, result: Result) -> dict[str, int] | None:
@@ -366,18 +375,22 @@ def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking
     if linger:
         _write_json(pid_path, os.getpid())
     try:
-        idle = 0.0
         while True:
             seen = _locked_pass(spool_dir, db_path, blocking, clock, result)
             if result.error or (seen is None and not linger):
                 return result
-            if seen is not None and _news(spool_dir, seen):
-                idle = 0.0
-                continue
+            if seen is None:
+                # Another ingester holds the lock and looks again after it lets go: wait for
+                # runs that appear or end after now, like any idle time.
+                seen = _sizes(spool_dir)
+            # Idle: one directory listing per step, no lock, until a run appears or ends.
+            idle = 0.0
+            while idle < linger and not _news(spool_dir, seen):
+                step = _linger_step(idle)
+                sleep(step)
+                idle += step
             if idle >= linger:
                 break
-            sleep(LINGER_STEP_S)
-            idle += LINGER_STEP_S
     finally:
         if linger:
             try:
