@@ -13,12 +13,14 @@ import itertools
 import json
 import os
 import zlib
+from contextlib import asynccontextmanager
 
 try:  # the collector extra brings it: a third faster than json on upload bodies
     import orjson
 except ImportError:  # pragma: no cover
     orjson = None
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +35,7 @@ from .storage import FILTERS, BadQuery, Storage, StorageError
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 DB_ENV = "KUBECTL_RECORD_COLLECTOR_DB"
 MAX_BODY_ENV = "KUBECTL_RECORD_COLLECTOR_MAX_BODY"
+ALERTS_ENV = "KUBECTL_RECORD_COLLECTOR_ALERTS"
 MAX_PAGE = 1000
 
 
@@ -92,7 +95,9 @@ def _decode(body: bytes, encoding: str, cap: int):
         raise HTTPError(400, f"body is not valid JSON: {str(exc)[:200]}") from None
 
 
-def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) -> Starlette:
+    """ALERTS: an AlertService (kubectl_record.alerts), started with the app and stopped (its open
+    groups flushed) when the worker shuts down; records new to the collector are handed to it."""
     async def who(request: Request, *roles: str):
         access = await run_in_threadpool(auth.authenticate, storage, request.headers.get("authorization"))
         if roles:
@@ -118,8 +123,11 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
         if not isinstance(records, list) or not isinstance(tombstones, list):
             raise HTTPError(400, "'records' and 'tombstones' must be lists")
         result = await run_in_threadpool(storage.ingest, access.user, records, tombstones)
+        # Only what this upload stored for the first time: a retried upload does not alert again.
+        # Evaluated after the answer is sent (in the thread pool), so a slow receiver never delays it.
+        task = BackgroundTask(alerts.records_arrived, result.new_records) if alerts and result.new_records else None
         # Per-item refusals answer 400 with every reason; everything else in the batch is kept.
-        return JSONResponse(result.as_dict(), status_code=400 if result.rejected else 200)
+        return JSONResponse(result.as_dict(), status_code=400 if result.rejected else 200, background=task)
 
     def _filters(request: Request) -> dict:
         params = request.query_params
@@ -193,6 +201,17 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
                 StorageError: on_storage_error, Exception: on_unexpected}
     for kind in storage.unavailable:
         handlers[kind] = on_storage_error
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if alerts is not None:
+            alerts.start()
+        try:
+            yield
+        finally:
+            if alerts is not None:
+                await run_in_threadpool(alerts.stop)  # delivers the groups still open
+
     return Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -206,6 +225,7 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
             Route("/v1/retention", retention, methods=["POST"]),
         ],
         exception_handlers=handlers,
+        lifespan=lifespan,
     )
 
 
@@ -244,4 +264,17 @@ def app_from_env() -> Starlette:
     """The app for one uvicorn worker, configured by `serve` through the environment."""
     from .storage import open_storage
 
-    return create_app(open_storage(os.environ[DB_ENV]), int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)))
+    service = None
+    if os.environ.get(ALERTS_ENV):
+        # One per worker: each evaluates (and groups) the records it receives.
+        from ..alerts import AlertService
+
+        service = AlertService.from_file(os.environ[ALERTS_ENV], on_error=_alert_delivery_failed)
+    return create_app(open_storage(os.environ[DB_ENV]), int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)),
+                      service)
+
+
+def _alert_delivery_failed(line: str) -> None:
+    import sys
+
+    print(f"kubectl-record collector: alert not delivered: {line}", file=sys.stderr, flush=True)

@@ -11,6 +11,13 @@ from click import UsageError  # bad usage: exit 2, as the contract has it
 from ..cli import Failure
 
 
+class _BadFile(UsageError):
+    """A usage error about a file's content: exit 2, one line (no usage text)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
 def _open(db: str):
     from .storage import StorageError, open_storage
 
@@ -48,23 +55,43 @@ def _is_loopback(host: str) -> bool:
               help="Requests handled at once per worker; more get 503, which keeps memory bounded under a flood.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (uploads are CPU-bound: one per core).")
+@click.option("--alerts", "alerts_file", metavar="RULES.yaml",
+              help="Evaluate these alert rules (see `kubectl record alerts check`) on records as they arrive. "
+                   "Each worker and each instance evaluates and groups only the records it receives: a burst "
+                   "split across them may give one alert per worker or instance.")
 def serve(db: str, listen: str, tls_cert: str | None, tls_key: str | None, insecure_listen: bool,
-          max_body: int, max_concurrency: int, workers: int) -> None:
-    """Run the team collector (HTTPS with --tls-cert/--tls-key; plain HTTP on loopback only)."""
+          max_body: int, max_concurrency: int, workers: int, alerts_file: str | None) -> None:
+    """Run the team collector (HTTPS with --tls-cert/--tls-key; plain HTTP on loopback only).
+
+    With --alerts, records new to the collector go through the rules after each upload is
+    answered; a retried upload does not alert again. Open groups are delivered when the
+    collector stops.
+    """
     host, port = _split_listen(listen)
     if bool(tls_cert) != bool(tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     if not tls_cert and not _is_loopback(host) and not insecure_listen:
         raise UsageError(f"refusing plain HTTP on {host}: give --tls-cert/--tls-key, or --insecure-listen")
+    if alerts_file:
+        from ..alerts import RulesError, load_rules_file
+
+        try:
+            load_rules_file(alerts_file)
+        except RulesError as exc:
+            raise _BadFile(f"--alerts: {exc}") from None
     import uvicorn
 
-    from .app import DB_ENV, MAX_BODY_ENV
+    from .app import ALERTS_ENV, DB_ENV, MAX_BODY_ENV
 
     # Open once here: the schema is created and a bad --db fails with one line before serving.
     _open(db).close()
     # Each worker builds its app from these (uvicorn imports the factory in every worker).
     os.environ[DB_ENV] = db
     os.environ[MAX_BODY_ENV] = str(max_body)
+    if alerts_file:
+        os.environ[ALERTS_ENV] = os.path.abspath(alerts_file)
+    else:
+        os.environ.pop(ALERTS_ENV, None)
     scheme = "https" if tls_cert else "http"
     click.echo(f"kubectl-record collector on {scheme}://{listen} ({'PostgreSQL' if db.startswith('postgres') else db})",
                err=True)

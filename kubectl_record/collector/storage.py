@@ -76,6 +76,9 @@ class IngestResult:
     tombstones_accepted: int = 0
     tombstones_duplicate: int = 0
     findings: list = field(default_factory=list)
+    # The records this upload stored for the first time (validated, with uploaded_by and
+    # received_at), for alerting; not part of the HTTP answer. A retried upload adds none here.
+    new_records: list = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -180,7 +183,7 @@ class Storage:
         was_gap = {seq for seq, row in known.records.items() if row["link"] == chain.GAP}
         tomb_was_gap = {t["id"] for t in known.tombstones if t["link"] == chain.GAP}
 
-        new_rows, updates, seen = [], [], set()
+        new_rows, updates, seen, fresh = [], [], set(), []
         for index, record, columns in sorted(recs, key=lambda p: (p[1]["seq"] or 0)):
             stored = stored_by_id.get(record["id"])
             if stored is not None or record["id"] in seen:
@@ -202,6 +205,8 @@ class Storage:
             row = columns  # completed in place: this runs once per record
             row.update(uploader=uploader, received_at=received, link=link)
             new_rows.append(row)
+            record["uploaded_by"], record["received_at"] = uploader, received
+            fresh.append(record)
             if seq is not None:
                 known.records[seq] = {"id": record["id"], "hash": record["hash"], "prev_hash": record["prev_hash"],
                                       "link": chain.GAP, "new": row}
@@ -267,6 +272,7 @@ class Storage:
             sets = ", ".join(f"{name} = ?" for name in values)
             tx.execute(f"UPDATE records SET {sets} WHERE id = ?", (*values.values(), record_id))
         result.accepted += len(new_rows)
+        result.new_records += fresh
         result.updated += len(updates)
         result.tombstones_accepted += len(new_tombs)
 
