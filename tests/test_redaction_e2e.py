@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import Recorder, real_kubectl
-from tests.redaction_corpus import LOOKALIKES, SECRET_CASES
+from tests.redaction_corpus import LOOKALIKES, SECRET_CASES, SHELL_LINE_CASES
 
 
 def every_secret() -> list[str]:
@@ -30,16 +30,17 @@ def kept_bytes(recorder: Recorder) -> dict[str, bytes]:
 
 
 def outputs(recorder: Recorder) -> dict[str, str]:
-    shown = {fmt: recorder.cli("history", "-o", fmt).stdout for fmt in ("json", "jsonl")}
+    shown = {fmt: recorder.cli("history", "-o", fmt).stdout for fmt in ("json", "jsonl", "csv", "yaml", "wide")}
     shown["table"] = recorder.cli("history", "--limit", "1000").stdout
+    shown["export"] = recorder.cli("export").stdout
     return shown
 
 
-def assert_no_secret_anywhere(recorder: Recorder) -> None:
+def assert_no_secret_anywhere(recorder: Recorder, extra: tuple[str, ...] = ()) -> None:
     stored = kept_bytes(recorder)
     assert any(p.endswith("records.db") for p in stored)
     shown = outputs(recorder)
-    leaks = [(secret, where) for secret in every_secret()
+    leaks = [(secret, where) for secret in [*every_secret(), *extra]
              for where, data in [*stored.items(), *((f"history -o {k}", v.encode()) for k, v in shown.items())]
              if secret.encode() in data]
     assert leaks == []
@@ -61,6 +62,46 @@ def test_corpus_through_wrapper_and_shim_leaves_no_secret(recorder: Recorder, fa
     assert all(r["redacted"] for r in records)
     assert not list(recorder.spool_dir().glob("*.run"))
     assert_no_secret_anywhere(recorder)
+
+
+def test_corpus_through_the_shell_hook_leaves_no_secret(recorder: Recorder, fake_kubectl):
+    fake = fake_kubectl("exit 0\n")
+    hook = subprocess.run([recorder.python, "-m", "kubectl_record.hooks", "bash"], env=recorder.env,
+                          capture_output=True, text=True, check=True).stdout
+    script = hook + "\n" + "\n".join(f"kubectl {shlex.join(argv)}" for argv, _ in SECRET_CASES)
+    env = dict(recorder.env, PATH=f"{Path(fake).parent}:{recorder.env['PATH']}")
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = recorder.records()
+    assert len(records) == len(SECRET_CASES) and {r["source"] for r in records} == {"hook"}
+    assert all(r["redacted"] for r in records)
+    assert_no_secret_anywhere(recorder)
+
+
+def test_corpus_through_both_imports_leaves_no_secret(recorder: Recorder):
+    """Records from elsewhere (JSONL) and typed history (bash) are masked again on the way in."""
+    import json
+
+    jsonl = recorder.tmp / "elsewhere.jsonl"
+    with jsonl.open("w") as f:
+        for i, (argv, _) in enumerate(SECRET_CASES):
+            f.write(json.dumps({"id": f"elsewhere-{i}", "install_id": "other-laptop", "seq": i + 1,
+                                "started_at": "2026-11-01T10:00:00.000Z", "state": "finished", "source": "shim",
+                                "argv": argv, "command": "kubectl " + shlex.join(argv), "exit_code": 0}) + "\n")
+    # Typed lines: the corpus, then raw shell lines (VAR= prefixes, sudo, watch, `k` alias, pipes).
+    typed = [f"kubectl {shlex.join(argv)}" for argv, _ in SECRET_CASES]
+    typed += [line for line, _ in SHELL_LINE_CASES if "\n" not in line]
+    history = recorder.tmp / "bash_history"
+    history.write_text("".join(f"#{1_790_000_000 + i}\n{line}\n" for i, line in enumerate(typed)))
+    recorder.cli("import", str(jsonl))
+    recorder.cli("import", "--format", "bash-history", "--alias", "k", str(history))
+    records = recorder.records()
+    assert {r["source"] for r in records} == {"shim", "import"}
+    # Every corpus line once per import; shell lines that hold no kubectl run add nothing.
+    assert len(records) >= 2 * len(SECRET_CASES)
+    assert all(r["redacted"] for r in records if r["source"] == "shim")
+    shell_secrets = tuple(s for line, secrets in SHELL_LINE_CASES if "\n" not in line for s in secrets)
+    assert_no_secret_anywhere(recorder, shell_secrets)
 
 
 def test_lookalikes_are_recorded_as_typed(recorder: Recorder, fake_kubectl):
