@@ -359,24 +359,31 @@ def _locked_pass(spool_dir: str, db_path: str | None, blocking: bool, clock, res
 
 
 def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking: bool = True,
-           linger: float = 0.0, clock=time.time, sleep=time.sleep) -> Result:
+           linger: float = 0.0, clock=time.time, sleep=time.sleep, on_stored=None) -> Result:
     """Move every complete spooled run into the store. Store failures are reported in the
     result (and left in the spool for `doctor`), never raised: the runs wait for a later try.
 
     With LINGER, stay that many idle seconds after the last work, named in the spool's pid
     file: runs ending meanwhile start no ingester of their own (a script running kubectl in a
     loop starts one Python, not one per run). The file goes before the last look, so a run
-    that saw it is never left behind."""
+    that saw it is never left behind. ON_STORED is called after each pass that stored records."""
     spool_dir = spool_dir or paths.spool_dir()
     result = Result()
     if not os.path.isdir(spool_dir):
         return result
+    def one_pass() -> dict[str, int] | None:
+        stored = result.ingested
+        seen = _locked_pass(spool_dir, db_path, blocking, clock, result)
+        if on_stored and result.ingested > stored:
+            on_stored()
+        return seen
+
     pid_path = os.path.join(spool_dir, PID_FILE)
     if linger:
         _write_json(pid_path, os.getpid())
     try:
         while True:
-            seen = _locked_pass(spool_dir, db_path, blocking, clock, result)
+            seen = one_pass()
             if result.error or (seen is None and not linger):
                 return result
             if seen is None:
@@ -398,7 +405,7 @@ def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking
             except FileNotFoundError:
                 pass
     while True:  # the last look
-        seen = _locked_pass(spool_dir, db_path, blocking, clock, result)
+        seen = one_pass()
         if seen is None or result.error:
             return result
         if not _news(spool_dir, seen):
@@ -430,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         _BACKGROUND = True
         _detach()
     try:
-        result = ingest(blocking=not background, linger=LINGER_S if background else 0.0)
+        result = ingest(blocking=not background, linger=LINGER_S if background else 0.0,
+                        on_stored=_kick_sync if background else None)
     except Exception as exc:  # the background ingester has no terminal to complain to
         if not background:
             raise
@@ -442,14 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     if not background and result.error:
         print(f"kubectl-record: {result.error}", file=sys.stderr)
         return 1
-    if background and result.ingested:
-        try:
-            from .sync import kick
-
-            kick()  # uploads start in their own process, only when a collector or destination is set
-        except Exception:
-            pass
     return 0
+
+
+def _kick_sync() -> None:
+    """Uploads start in their own process, only when a collector or destination is set."""
+    try:
+        from .sync import kick
+
+        kick()
+    except Exception:  # uploading is an extra: it never costs ingestion
+        pass
 
 
 if __name__ == "__main__":
