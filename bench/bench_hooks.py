@@ -33,25 +33,10 @@ import time
 import pexpect
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from bench.kubeconfigs import write_big_kubeconfig  # noqa: E402
 PROMPT = "KRP> "
 LOOP = "for ((i=0;i<300000;i++)); do :; done"
-
-
-def kubeconfig_200k(path: str) -> None:
-    cert = ("LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t" * 80)[:2400]
-    lines = ["apiVersion: v1", "kind: Config", "current-context: ctx-0", "clusters:"]
-    for i in range(40):
-        lines += [f"- name: cluster-{i}", "  cluster:", f"    server: https://10.0.{i}.1:6443",
-                  f"    certificate-authority-data: {cert}"]
-    lines.append("contexts:")
-    for i in range(40):
-        lines += [f"- name: ctx-{i}", "  context:", f"    cluster: cluster-{i}", f"    user: user-{i}",
-                  f"    namespace: ns-{i}"]
-    lines.append("users:")
-    for i in range(40):
-        lines += [f"- name: user-{i}", "  user:", f"    client-certificate-data: {cert}"]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def _spool_dir(env: dict) -> str:
@@ -115,7 +100,7 @@ def bench_shell(kind: str, args) -> list[tuple[str, bool]]:
         os.mkdir(bindir)
         shutil.copy("/bin/true", os.path.join(bindir, "kubectl"))
         kc = os.path.join(tmp, "kubeconfig")
-        kubeconfig_200k(kc)
+        write_big_kubeconfig(kc)
         env = {
             "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": tmp, "TERM": "dumb", "LANG": "C.UTF-8", "KUBECONFIG": kc,
