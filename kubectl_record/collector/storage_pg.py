@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
 from .storage_sqlite import CHAINED_COLUMNS, _INTEGER, _NOT_NULL
 
-SCHEMA_VERSION = 1
 _SCHEMA_LOCK = 0x6B72_7363  # an arbitrary constant shared by every instance ("krsc")
 
 
@@ -59,6 +58,10 @@ DDL = [
     " EXECUTE FUNCTION kr_append_only()",
 ]
 
+# As in storage_sqlite.py: version N is reached by applying MIGRATIONS[N-1]; append, never edit.
+MIGRATIONS = [DDL]
+SCHEMA_VERSION = len(MIGRATIONS)
+
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -104,10 +107,16 @@ class PostgresStorage(Storage):
             with psycopg.connect(url, connect_timeout=10) as conn, conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 cur.execute("SELECT to_regclass('schema_version')")
-                if cur.fetchone()[0] is None:
-                    for statement in DDL:
-                        cur.execute(statement)
+                version = 0
+                if cur.fetchone()[0] is not None:
+                    cur.execute("SELECT version FROM schema_version")
+                    version = cur.fetchone()[0]
+                for statement in (s for step in MIGRATIONS[version:] for s in step):
+                    cur.execute(statement)
+                if version == 0:
                     cur.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+                elif version < SCHEMA_VERSION:
+                    cur.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION,))
             self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, timeout=30)
         except psycopg.Error as exc:
             raise StorageError(f"cannot open collector database {_safe(url)}: {exc}".splitlines()[0]) from exc

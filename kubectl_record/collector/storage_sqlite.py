@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from ..store import FIELDS, OUTCOME
 from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
 
-SCHEMA_VERSION = 1
-
 _INTEGER = {"seq", "duration_ms", "exit_code", "all_namespaces", "mutating", "dry_run", "local_only", "redacted",
             "unexpanded"}
 _NOT_NULL = {"id", "install_id", "started_at", "state", "source", "argv", "command", "uploader", "received_at", "link"}
@@ -55,6 +53,11 @@ DDL = [
     "CREATE TRIGGER access_log_append_only BEFORE DELETE ON access_log BEGIN SELECT RAISE(ABORT, 'append-only'); END",
 ]
 
+# Schema version N is reached by applying MIGRATIONS[N-1]; a database at an older version gets
+# the missing steps when a collector opens it. Append new steps, never edit applied ones.
+MIGRATIONS = [DDL]
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 class _Tx:
     def __init__(self, conn: sqlite3.Connection):
@@ -84,9 +87,9 @@ class SQLiteStorage(Storage):
             os.makedirs(directory, exist_ok=True)
             with self.transaction() as tx:
                 version = tx.one("PRAGMA user_version")[0]
+                for statement in (s for step in MIGRATIONS[version:] for s in step):
+                    tx.execute(statement)
                 if version < SCHEMA_VERSION:
-                    for statement in DDL:
-                        tx.execute(statement)
                     tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             os.chmod(path, 0o600)
         except (sqlite3.Error, OSError) as exc:
