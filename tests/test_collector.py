@@ -208,7 +208,22 @@ def test_stored_records_are_append_only_and_retention_is_logged(collector, tmp_p
     storage = open_storage(collector.db)
     with storage.transaction() as tx:
         assert tx.all("SELECT user_name, deleted, reason FROM retention_log") == [("root", 2, "90 days")]
+        # The removed range left a tombstone, as a local deletion does.
+        assert tx.all("SELECT seq_from, seq_to, count, deleted_by, link FROM tombstones") == [(1, 2, 2, "root", "ok")]
     storage.close()
+
+
+def test_retention_keeps_the_chain_verifiable_and_old_records_gone(collector, tmp_path):
+    token, admin, auditor = issue(collector.db, "alice"), issue(collector.db, "root", "admin"), issue(collector.db, "a", "auditor")
+    recs = chain(tmp_path, 6)
+    upload(collector, token, recs[:2] + recs[3:4])  # 3 is still on its way: a gap at 4, as it should be
+    assert collector.post("/v1/retention", admin, json={"before": recs[4]["started_at"]}).json() == {"deleted": 3}
+    # 5 and 6 follow a deleted record; 3 arrives late: its range was not deleted, so it is kept
+    # and closes the gap; an old record sent again is not brought back.
+    r = upload(collector, token, recs[2:3] + recs[4:] + recs[:1])
+    assert r.status_code == 200 and r.json()["accepted"] == 3 and r.json()["duplicates"] == 1
+    assert [(row[2], row[3]) for row in stored(collector.db)] == [(3, "ok"), (5, "ok"), (6, "ok")]
+    assert problems(collector, auditor) == []
 
 
 def test_outcome_completed_after_upload(collector, tmp_path):

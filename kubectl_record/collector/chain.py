@@ -10,6 +10,8 @@ imports) are `unchained`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass
 
 from ..store import GENESIS
@@ -45,6 +47,19 @@ class Known:
         if expected is None:
             return GAP
         return OK if expected == prev_hash else BREAK
+
+
+def coverage(tombstones: list[dict]):
+    """A test of whether a tombstone says the record at a seq was deleted."""
+    ranges = sorted((t["seq_from"], t["seq_to"]) for t in tombstones if t["seq_from"] is not None)
+    starts = [lo for lo, _ in ranges]
+    reach = list(itertools.accumulate((hi for _, hi in ranges), max))  # ranges may nest
+
+    def covered(seq: int) -> bool:
+        i = bisect.bisect_right(starts, seq) - 1
+        return i >= 0 and seq <= reach[i]
+
+    return covered
 
 
 def needed_seqs(records: list[dict], tombstones: list[dict]) -> set[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -183,6 +184,7 @@ class Storage:
         was_gap = {seq for seq, row in known.records.items() if row["link"] == chain.GAP}
         tomb_was_gap = {t["id"] for t in known.tombstones if t["link"] == chain.GAP}
 
+        deleted = chain.coverage(known.tombstones)
         new_rows, updates, seen, fresh = [], [], set(), []
         for index, record, columns in sorted(recs, key=lambda p: (p[1]["seq"] or 0)):
             stored = stored_by_id.get(record["id"])
@@ -195,6 +197,9 @@ class Storage:
                     result.duplicates += 1
                 continue
             seq = record["seq"]
+            if seq is not None and deleted(seq):
+                result.duplicates += 1  # deleted after it was received (retention): not brought back
+                continue
             if seq is not None and seq in known.records:
                 reason = f"seq {seq} of this installation is already taken by another record"
                 result.rejected.append({"index": index, "id": record["id"], "reason": reason})
@@ -438,8 +443,31 @@ class Storage:
         return report
 
     def retention(self, access: Access, before: str, reason: str | None) -> int:
-        """Delete records that started before BEFORE: the only deletion there is, and it is logged."""
+        """Delete records that started before BEFORE: the only deletion there is, and it is logged.
+        Each contiguous seq range it removes leaves a tombstone, as a local deletion does, so the
+        chain stays verifiable and a re-sent old record is not stored again."""
+        at, deletion = now_text(), f"retention-{uuid.uuid4()}"
+        reason = reason or f"collector retention: started before {before}"
         with self.transaction() as tx:
+            # Gaps and islands: seq minus its rank is constant along a contiguous run.
+            runs = tx.all(
+                "WITH gone AS (SELECT install_id, seq, started_at,"
+                " seq - ROW_NUMBER() OVER (PARTITION BY install_id ORDER BY seq) AS run"
+                " FROM records WHERE started_at < ? AND seq IS NOT NULL),"
+                " ranges AS (SELECT install_id, MIN(seq) AS lo, MAX(seq) AS hi, COUNT(*) AS n,"
+                " MIN(started_at) AS first_at, MAX(started_at) AS last_at FROM gone GROUP BY install_id, run)"
+                " SELECT r.install_id, r.lo, r.hi, r.n, a.prev_hash, b.hash, r.first_at, r.last_at, a.link"
+                " FROM ranges r JOIN records a ON a.install_id = r.install_id AND a.seq = r.lo"
+                " JOIN records b ON b.install_id = r.install_id AND b.seq = r.hi", (before,))
+            # The first removed record's link is the verdict on what preceded the range.
+            tombs = [{"id": f"{deletion}-{inst}-{lo}", "deletion": deletion, "created_at": at, "deleted_by": access.user,
+                      "reason": reason, "install_id": inst, "seq_from": lo, "seq_to": hi, "count": n, "prev_hash": prev,
+                      "last_hash": last, "first_started_at": first_at, "last_started_at": last_at,
+                      "uploader": access.user, "received_at": at, "link": link}
+                     for inst, lo, hi, n, prev, last, first_at, last_at, link in runs]
+            tx.executemany(
+                f"INSERT INTO tombstones ({', '.join(TOMBSTONE_COLUMNS)}) VALUES ({', '.join('?' * len(TOMBSTONE_COLUMNS))})",
+                [[t[c] for c in TOMBSTONE_COLUMNS] for t in tombs])
             tx.execute("INSERT INTO retention_grant (granted) VALUES (1)")
             count = tx.execute("DELETE FROM records WHERE started_at < ?", (before,))
             tx.execute("DELETE FROM retention_grant")
