@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from . import paths
+from . import paths, settings
 
 SHELLS = {
     "bash": ("record.bash", "hook.bash"),
@@ -48,6 +48,7 @@ def init_script(shell: str, python: str | None = None) -> str:
     parts = [
         f"# kubectl-record {name} hook (kubectl record init {name})",
         f"__KR_PYTHON={shlex.quote(python)}",
+        *settings.shell_defaults(),
         _read_shell_file(library),
         _read_shell_file(hook),
     ]

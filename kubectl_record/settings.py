@@ -8,6 +8,7 @@ or a bad value is refused at `config set` instead of being silently ignored late
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Key:
     type: type
     help: str
     env: str | None = None
+    baked: str | None = None  # the hot path's variable: `init`, `shim install` and install.sh write it in
 
 
 KEYS: dict[str, Key] = {
@@ -41,8 +43,26 @@ KEYS: dict[str, Key] = {
     "retention.max_age": Key(str, "delete records older than this, checked once a day, e.g. 365d",
                              "KUBECTL_RECORD_RETENTION"),
     "retention.max_records": Key(int, "keep at most this many records, checked once a day"),
-    "audit.exact": Key(bool, "start kubectl with a per-run marker as argv[0] for exact audit correlation"),
+    "audit.exact": Key(bool, "start kubectl with a per-run marker as argv[0] for exact audit correlation",
+                       baked="KUBECTL_RECORD_AUDIT_MARKER"),
 }
+
+
+def shell_defaults(values: dict | None = None) -> list[str]:
+    """Shell lines giving the hot path its baked settings as defaults: a variable already in the
+    environment still wins. An unreadable settings file bakes nothing (doctor reports it)."""
+    if values is None:
+        try:
+            values = load()
+        except SettingsError:
+            values = {}
+    lines = []
+    for key, spec in KEYS.items():
+        if spec.baked and key in values:
+            value = values[key]
+            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            lines.append(f": ${{{spec.baked}={shlex.quote(text)}}}")
+    return lines
 
 
 def _read(path: str) -> dict:
@@ -190,3 +210,12 @@ def config_set(key: str, value: str | None, unset: bool) -> None:
         set_value(key, None if unset else value)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc
+    if KEYS[key].baked:
+        from .shim import ShimError, refresh_baked
+
+        try:
+            for path in refresh_baked():
+                click.echo(f"# rewrote {path}", err=True)
+        except (ShimError, OSError) as exc:
+            raise click.ClickException(f"{key} is set, but {exc}") from exc
+        click.echo(f"# {key} takes effect in new shells (or export {KEYS[key].baked} in this one)", err=True)

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 
-from . import paths
+from . import paths, settings
 
 SHIM_MARKER = ".kubectl-record-shim"
 
@@ -48,11 +48,12 @@ def _write_executable(path: str, text: str) -> None:
 def shim_script(python: str | None = None) -> str:
     q = shlex.quote
     lib = _record_lib()
+    baked = "".join(line + "\n" for line in settings.shell_defaults())
     return f"""#!{find_bash()}
 # kubectl-record shim: records this kubectl run, then runs the real kubectl.
 # Made by `kubectl record shim install`; KUBECTL_RECORD_DISABLE=1 turns recording off.
 __KR_PYTHON={q(python or sys.executable)}
-if ! . {q(lib)} 2>/dev/null; then
+{baked}if ! . {q(lib)} 2>/dev/null; then
     # kubectl-record was removed: still be kubectl, found on PATH without this directory.
     d=${{BASH_SOURCE[0]%/*}}
     PATH=:$PATH:
@@ -87,11 +88,12 @@ def launcher_script(python: str | None = None) -> str:
     """`kubectl-record`: `-- ARGS` records with bash alone; anything else is the Python CLI."""
     q = shlex.quote
     python = python or sys.executable
+    baked = "".join(f"    {line}\n" for line in settings.shell_defaults())
     return f"""#!{find_bash()}
 # kubectl-record launcher, written by install.sh: `kubectl-record -- ARGS` records kubectl ARGS.
 if [[ ${{1-}} == -- ]]; then
     __KR_PYTHON={q(python)}
-    . {q(_record_lib())} && __kr_run wrapper "${{@:2}}"
+{baked}    . {q(_record_lib())} && __kr_run wrapper "${{@:2}}"
 fi
 exec {q(python)} -I -m kubectl_record "$@"
 """
@@ -114,3 +116,22 @@ def write_launchers(bindir: str, python: str | None = None) -> list[str]:
         _write_executable(path, text)
         written.append(path)
     return written
+
+
+def refresh_baked() -> list[str]:
+    """Rewrite the shim in the default directory and the launchers found on PATH, so that baked
+    settings take effect; returns what was rewritten. A shim installed elsewhere (--dir) keeps
+    its settings until `shim install --dir` runs again."""
+    done = []
+    default = os.path.join(paths.home(), "shim")
+    if os.path.exists(os.path.join(default, SHIM_MARKER)):
+        done.append(os.path.join(install_shim(default), "kubectl"))
+    launcher = shutil.which("kubectl-record")
+    if launcher:
+        with open(launcher, "rb") as f:
+            head = f.read(2000)
+        # Only this installation's launchers (they name this Python), never another's.
+        if b"# kubectl-record launcher, written by install.sh" in head and shlex.quote(sys.executable).encode() in head:
+            done += write_launchers(os.path.dirname(launcher))
+    return done
+

@@ -137,6 +137,23 @@ def test_exact_mode_marker_and_field_manager_limit(recorder, apiserver_factory):
             assert not e["userAgent"].startswith("kubectl+r."), e["requestURI"]
 
 
+def test_exact_mode_from_config_is_baked_into_the_launcher_and_the_environment_wins(recorder, apiserver_factory):
+    h = apiserver_factory()
+    env = dict(recorder.env, PATH=f"{recorder.tmp / 'bin'}:{recorder.env['PATH']}")
+    proc = subprocess.run([recorder.python, "-m", "kubectl_record", "config", "set", "audit.exact", "true"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and f"rewrote {recorder.bin('kubectl-record')}" in proc.stderr
+    assert run(recorder, h, "get", "deploy", "d1").returncode == 1  # not found: still one call to link
+    recorder.env["KUBECTL_RECORD_AUDIT_MARKER"] = "0"
+    assert run(recorder, h, "get", "deploy", "d2").returncode == 1
+    later_activity(h)
+    recorder.cli("ingest")
+    audit_import(recorder, h)
+    recs = by_command(recorder)
+    assert recs["kubectl get deploy d1"]["audit"]["status"] == "exact"
+    assert recs["kubectl get deploy d2"]["audit"]["status"] == "strong"
+
+
 def test_whoami_is_quiet_and_identifies_itself(recorder, apiserver_factory):
     h = apiserver_factory()
     assert run(recorder, h, "get", "ns").returncode == 0

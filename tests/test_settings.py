@@ -49,3 +49,20 @@ def test_unknown_keys_and_bad_values_are_usage_errors(tmp_path, monkeypatch):
         result = run(*args)
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) >= 1
     assert not (tmp_path / "config.toml").exists()
+
+
+def test_exact_mode_is_baked_into_init_and_the_shim_as_a_default_the_environment_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECTL_RECORD_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no launcher of this installation to rewrite
+    run("shim", "install")
+    result = run("config", "set", "audit.exact", "true")
+    assert f"rewrote {tmp_path / 'shim' / 'kubectl'}" in result.output
+    baked = ": ${KUBECTL_RECORD_AUDIT_MARKER=1}"
+    assert baked in (tmp_path / "shim" / "kubectl").read_text()
+    assert baked in run("init", "bash").output and baked in run("init", "zsh").output
+    run("config", "set", "audit.exact", "false")
+    assert ": ${KUBECTL_RECORD_AUDIT_MARKER=0}" in run("init", "zsh").output
+    # A settings file that cannot be read bakes nothing, and the hook still loads.
+    (tmp_path / "config.toml").write_text("audit = [")
+    text = run("init", "bash").output
+    assert ": ${KUBECTL_RECORD_AUDIT_MARKER" not in text and "__kr_run" in text
