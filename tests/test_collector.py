@@ -438,3 +438,24 @@ def test_history_filters_travel_to_the_collector(collector, tmp_path, monkeypatc
     assert len(team(resource=("po",))) == 10  # canonicalised like the local filter
     assert len(team(since="2000-01-01", until="2100-01-01")) == 10
     assert len(team(name=("web-1", "web-2"))) == 4
+
+
+def test_workers_end_with_the_serving_process_even_when_it_is_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    c = Collector(str(tmp_path / "c.db"), args=("--workers", "2")).start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers := psutil.Process(c.proc.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) >= 2
+        os.kill(c.proc.pid, signal.SIGKILL)  # the supervisor alone: uvicorn cannot relay this one
+        c.proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert alive == []
+    finally:
+        c.kill()

@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import os
+import sys
 import zlib
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,7 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 DB_ENV = "KUBECTL_RECORD_COLLECTOR_DB"
 MAX_BODY_ENV = "KUBECTL_RECORD_COLLECTOR_MAX_BODY"
 ALERTS_ENV = "KUBECTL_RECORD_COLLECTOR_ALERTS"
+SUPERVISOR_ENV = "KUBECTL_RECORD_COLLECTOR_SUPERVISOR"
 MAX_PAGE = 1000
 
 
@@ -264,6 +266,9 @@ def app_from_env() -> Starlette:
     """The app for one uvicorn worker, configured by `serve` through the environment."""
     from .storage import open_storage
 
+    if os.environ.get(SUPERVISOR_ENV):
+        _die_with(int(os.environ[SUPERVISOR_ENV]))
+
     service = None
     if os.environ.get(ALERTS_ENV):
         # One per worker: each evaluates (and groups) the records it receives.
@@ -274,7 +279,18 @@ def app_from_env() -> Starlette:
                       service)
 
 
-def _alert_delivery_failed(line: str) -> None:
-    import sys
+def _die_with(supervisor: int) -> None:
+    """A `--workers` child ends when the serving process does, even by SIGKILL (which uvicorn
+    cannot relay): else orphans would keep the port and answer with an old configuration."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
 
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the line above
+        os._exit(1)
+
+
+def _alert_delivery_failed(line: str) -> None:
     print(f"kubectl-record collector: alert not delivered: {line}", file=sys.stderr, flush=True)

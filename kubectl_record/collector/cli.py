@@ -81,13 +81,17 @@ def serve(db: str, listen: str, tls_cert: str | None, tls_key: str | None, insec
             raise _BadFile(f"--alerts: {exc}") from None
     import uvicorn
 
-    from .app import ALERTS_ENV, DB_ENV, MAX_BODY_ENV
+    from .app import ALERTS_ENV, DB_ENV, MAX_BODY_ENV, SUPERVISOR_ENV
 
     # Open once here: the schema is created and a bad --db fails with one line before serving.
     _open(db).close()
     # Each worker builds its app from these (uvicorn imports the factory in every worker).
     os.environ[DB_ENV] = db
     os.environ[MAX_BODY_ENV] = str(max_body)
+    if workers > 1:
+        os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    else:
+        os.environ.pop(SUPERVISOR_ENV, None)
     if alerts_file:
         os.environ[ALERTS_ENV] = os.path.abspath(alerts_file)
     else:
