@@ -336,14 +336,7 @@ def events_from_obj(obj: Any, counters: Counters, where: str = "") -> Iterator[E
         return
     props = obj.get("properties")
     if isinstance(props, dict) and "log" in props:  # AKS diagnostic record
-        log = props["log"]
-        if isinstance(log, str):
-            try:
-                log = loads(log)
-            except JSONError as exc:
-                counters.bad(where, f"AKS properties.log is not JSON: {exc}")
-                return
-        yield from events_from_obj(log, counters, where)
+        yield from _embedded(props["log"], "AKS properties.log", counters, where)
         return
     records = obj.get("records")
     if isinstance(records, list):  # AKS / Azure Monitor blob
@@ -357,18 +350,21 @@ def events_from_obj(obj: Any, counters: Counters, where: str = "") -> Iterator[E
         return
     for key in ("message", "@message"):  # one CloudWatch log event
         msg = obj.get(key)
-        if isinstance(msg, str):
-            try:
-                inner = loads(msg)
-            except JSONError as exc:
-                counters.bad(where, f"CloudWatch message is not JSON: {exc}")
-                return
-            yield from events_from_obj(inner, counters, where)
-            return
-        if isinstance(msg, dict):
-            yield from events_from_obj(msg, counters, where)
+        if isinstance(msg, (str, dict)):
+            yield from _embedded(msg, "CloudWatch message", counters, where)
             return
     counters.skipped += 1
+
+
+def _embedded(value: Any, what: str, counters: Counters, where: str) -> Iterator[Ev]:
+    """Events inside a wrapper's field, which holds them as an object or as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = loads(value)
+        except JSONError as exc:
+            counters.bad(where, f"{what} is not JSON: {exc}")
+            return
+    yield from events_from_obj(value, counters, where)
 
 
 _TS_PREFIX = re.compile(rb"^\d{4}-\d\d-\d\dT[0-9:.]+Z? ")
