@@ -6,9 +6,8 @@ file (each request's Kubectl-Session header), which the correlator never reads.
 
 Ground truth: a kubectl session (one process) belongs to the record whose run contains all of its
 requests (same machine clock), whose verb is the session's Kubectl-Command, and whose namespace
-and object names appear in the session's request paths. When several records fit a session
-(identical commands overlapping in time), the run is *identical-overlapping*: the correlator may
-call it `ambiguous`, and its links are not judged.
+and object names appear in the session's request paths; sessions and records match one to one
+(`ground_truth_links`). How links are judged: `evaluate`.
 """
 
 from __future__ import annotations
@@ -119,9 +118,8 @@ def _ts(s: str) -> float:
     return parse_ts(s)
 
 
-def evaluate(records: list[dict], ground_truth: str, events: dict[str, dict] | None = None) -> dict:
-    """Precision/recall of invocation↔event links against the side file (see module doc).
-    EVENTS: auditID → the imported audit event (its objectRef names what a create's path does not)."""
+def _sessions(ground_truth: str, events: dict[str, dict] | None) -> dict[str, dict]:
+    """Kubectl-Session → its requests (ids, machine-clock times, paths, objectRef names/resources/namespaces)."""
     sessions: dict[str, dict] = {}
     with open(ground_truth) as f:
         for line in f:
@@ -143,71 +141,176 @@ def evaluate(records: list[dict], ground_truth: str, events: dict[str, dict] | N
                 s["res"].add(ref["resource"])
             if ref.get("namespace"):
                 s["ns"].add(ref["namespace"])
-    recs = [r for r in records if r.get("started_at")]
+    return sessions
+
+
+def _fits(s: dict, recs: list[dict]) -> set[str]:
+    """The records that can be this session's: the run contains its requests, same command word,
+    and its namespace, resource and object names are the session's."""
+    lo, hi = min(s["t"]), max(s["t"])
+    fits = set()
+    for r in recs:
+        if r["_s"] - 0.005 > lo:
+            break
+        if r["_e"] + 0.005 < hi or r["verb"] != s["cmd"] or r.get("local_only"):
+            continue
+        ns = r.get("namespace")
+        if ns and s["ns"] and ns not in s["ns"]:
+            continue
+        if any(n not in s["names"] for n in (r.get("names") or [])):
+            continue
+        res = r.get("resource")
+        if res and "," not in res and s["res"] and res not in s["res"]:
+            continue
+        fits.add(r["id"])
+    return fits
+
+
+def ground_truth_links(records: list[dict], ground_truth: str, events: dict[str, dict] | None = None):
+    """auditID → the set of records it can belong to, and the sessions no record fits.
+
+    One kubectl process is one Kubectl-Session and one record, so sessions and records match one
+    to one: a session with a single fitting record takes it, which removes that record from the
+    other sessions' candidates, until nothing changes. What is left with several candidates are
+    runs the side file itself cannot tell apart (same command word, names and namespace, each
+    run's span containing each session's requests): *identical-overlapping* groups."""
+    sessions = _sessions(ground_truth, events)
+    recs = sorted((r for r in records if r.get("started_at")), key=lambda r: _ts(r["started_at"]))
     for r in recs:
         r["_s"] = _ts(r["started_at"])
         r["_e"] = _ts(r["ended_at"]) if r.get("ended_at") else r["_s"] + 3600
-    recs.sort(key=lambda r: r["_s"])
-    truth: dict[str, str] = {}          # auditID -> record id
-    gt_ambiguous: set[str] = set()      # records in identical-overlapping groups
-    unassigned = 0
-    unassigned_sample: list = []
-    for s in sessions.values():
-        lo, hi = min(s["t"]), max(s["t"])
-        fits = []
-        for r in recs:
-            if r["_s"] - 0.005 > lo:
-                break
-            if r["_e"] + 0.005 < hi or r["verb"] != s["cmd"]:
-                continue
-            ns = r.get("namespace")
-            if ns and s["ns"] and ns not in s["ns"]:
-                continue
-            if any(n not in s["names"] for n in (r.get("names") or [])):
-                continue
-            res = r.get("resource")
-            if res and "," not in res and s["res"] and res not in s["res"]:
-                continue
-            fits.append(r["id"])
-        if len(fits) == 1:
-            for aid in s["ids"]:
-                truth[aid] = fits[0]
-        elif fits:
-            gt_ambiguous.update(fits)
-        else:
-            unassigned += 1
-            if len(unassigned_sample) < 5:
-                unassigned_sample.append((s["cmd"], s["paths"][:3], lo, hi))
-    pred: dict[tuple, str] = {}
-    statuses: dict[str, int] = {}
-    ambiguous_records = 0
+    cands = {sid: _fits(s, recs) for sid, s in sessions.items()}
+    used: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for c in cands.values():
+            if len(c) > 1 and c & used:
+                c -= used
+            if len(c) == 1 and not c <= used:
+                used |= c
+                changed = True
+    truth: dict[str, frozenset] = {}
+    unassigned = []
+    for sid, s in sessions.items():
+        c = cands[sid]
+        if not c:
+            unassigned.append((s["cmd"], s["paths"][:3], min(s["t"]), max(s["t"])))
+            continue
+        for aid in s["ids"]:
+            truth[aid] = frozenset(c)
+    return truth, unassigned
+
+
+def _twins(recs: list[dict]) -> dict[str, set[str]]:
+    """Record id → the other records of the identical command line (argv, namespace) whose runs
+    overlap it in time: *identical overlapping runs*."""
+    out: dict[str, set[str]] = {}
+    by_cmd: dict[tuple, list[dict]] = {}
     for r in recs:
+        if not r.get("local_only"):
+            by_cmd.setdefault((tuple(r.get("argv") or ()), r.get("namespace")), []).append(r)
+    for same in by_cmd.values():
+        same.sort(key=lambda r: r["_s"])
+        for i, a in enumerate(same):
+            for b in same[i + 1:]:
+                if b["_s"] > a["_e"]:
+                    break
+                out.setdefault(a["id"], set()).add(b["id"])
+                out.setdefault(b["id"], set()).add(a["id"])
+    return out
+
+
+def evaluate(records: list[dict], ground_truth: str, events: dict[str, dict] | None = None) -> dict:
+    """Precision and recall of invocation↔event links against the side file.
+
+    Every (event, record) pair the correlator wrote into a record's `audit.events` is a predicted
+    link, whatever the record's status. It is *correct* when the event's session belongs to that
+    record (or to a record of a group the side file cannot tell apart, see `ground_truth_links`);
+    it is *ambiguous, not wrong* when the record's status is `ambiguous` and its run is an
+    identical overlapping run of the true one (same argv and namespace, overlapping in time:
+    the issue's "identical overlapping runs counted as ambiguous"); any other predicted link is
+    wrong, including a link an `ambiguous` record holds to an event of a different command.
+    precision = (predicted − wrong) / predicted.
+    recall = true links found / true links: one true link per event of a session the side file
+    assigns; found when the event is linked to its record, or (ambiguous) to an identical
+    overlapping run of it. An event linked to nothing, or only to other runs, is a miss. Events
+    of sessions no record fits are left out and counted (`sessions_unassigned`)."""
+    truth, unassigned = ground_truth_links(records, ground_truth, events)
+    byid = {r["id"]: r for r in records if r.get("started_at")}
+    twins = _twins(list(byid.values()))
+    pred: dict[str, dict[str, str]] = {}   # auditID -> record id -> status
+    statuses: dict[str, int] = {}
+    for r in byid.values():
         a = r.get("audit") or {}
         st = a.get("status") or "null"
         statuses[st] = statuses.get(st, 0) + 1
-        if st == "ambiguous":
-            ambiguous_records += 1
-            continue
-        if r["id"] in gt_ambiguous:
-            continue
         for e in a.get("events") or ():
-            pred[(e["audit_id"], r["id"])] = st
-    correct = sum(1 for (aid, rid) in pred if truth.get(aid) == rid)
-    byid = {r["id"]: r for r in recs}
-    judged_truth = {aid: rid for aid, rid in truth.items() if rid not in gt_ambiguous}
-    found = sum(1 for aid, rid in judged_truth.items() if (aid, rid) in pred)
-    wrong = [(aid, rid, truth.get(aid)) for (aid, rid) in pred if truth.get(aid) != rid]
-    api_records = [r for r in recs if not r.get("local_only")]
+            pred.setdefault(e["audit_id"], {})[r["id"]] = st
+
+    def kind(aid: str, rid: str, st: str) -> str:
+        ok = truth.get(aid, frozenset())
+        if rid in ok:
+            return "correct"
+        if st == "ambiguous" and any(rid in twins.get(x, ()) for x in ok):
+            return "ambiguous"
+        return "wrong"
+
+    n_pred = sum(len(v) for v in pred.values())
+    counts = {"correct": 0, "ambiguous": 0, "wrong": 0}
+    decided = decided_wrong = 0
+    wrong_sample = []
+    for aid, linked in pred.items():
+        for rid, st in linked.items():
+            k = kind(aid, rid, st)
+            counts[k] += 1
+            if st != "ambiguous":
+                decided += 1
+                decided_wrong += k == "wrong"
+            if k == "wrong" and len(wrong_sample) < 10:
+                true = sorted(" ".join(byid[x]["argv"]) for x in truth.get(aid, ()))
+                wrong_sample.append((aid, " ".join(byid[rid]["argv"]), st, true))
+    found = found_decided = 0
+    misses: dict[str, int] = {}
+    missed_sample = set()
+    ev_of = events or {}
+    for aid, ok in truth.items():
+        linked = pred.get(aid, {})
+        hits = [st for rid, st in linked.items() if kind(aid, rid, st) != "wrong"]
+        if hits:
+            found += 1
+            found_decided += any(st != "ambiguous" for st in hits) or len(ok) > 1
+            continue
+        ref = (ev_of.get(aid) or {}).get("objectRef") or {}
+        what = "resource" if ref.get("resource") else "non-resource"
+        st = "/".join(sorted({(byid[x].get("audit") or {}).get("status") or "null" for x in ok}))
+        cause = f"{'linked to other runs' if linked else 'unlinked'} {what} event, true run {st}"
+        misses[cause] = misses.get(cause, 0) + 1
+        if len(missed_sample) < 20:
+            missed_sample.add(" | ".join(" ".join(byid[x]["argv"]) for x in ok) + f" -> {cause}")
+    grouped = {rid for ok in truth.values() if len(ok) > 1 for rid in ok}
+    api_records = [r for r in byid.values() if not r.get("local_only")]
+    ambiguous = [r for r in api_records if (r.get("audit") or {}).get("status") == "ambiguous"]
+    n_api = len(api_records) or 1
     return {
-        "records": len(recs), "api_records": len(api_records), "sessions": len(sessions),
-        "sessions_unassigned": unassigned, "unassigned_sample": unassigned_sample, "links_true": len(judged_truth), "links_predicted": len(pred),
-        "links_correct": correct, "precision": correct / len(pred) if pred else 1.0,
-        "recall": found / len(judged_truth) if judged_truth else 1.0,
-        "ambiguous_records": ambiguous_records,
-        "ambiguous_share": ambiguous_records / len(api_records) if api_records else 0.0,
-        "identical_overlapping_records": len(gt_ambiguous),
-        "ambiguous_not_identical": sorted(" ".join(r["argv"]) for r in recs if (r.get("audit") or {}).get("status") == "ambiguous"
-                                          and r["id"] not in gt_ambiguous)[:40],
-        "missed_sample": sorted({" ".join(byid[rid]["argv"]) + " -> " + str((byid[rid].get("audit") or {}).get("status"))
-                                 for aid, rid in judged_truth.items() if (aid, rid) not in pred})[:20], "statuses": statuses, "wrong_sample": wrong[:10],
+        "metric": "per link; ambiguous links among identical overlapping runs are not wrong (evaluate's docstring)",
+        "records": len(byid), "api_records": len(api_records), "sessions_unassigned": len(unassigned),
+        "unassigned_sample": unassigned[:5],
+        "links_true": len(truth), "links_found": found, "links_predicted": n_pred,
+        "links_correct": counts["correct"], "links_ambiguous_identical": counts["ambiguous"],
+        "links_wrong": counts["wrong"],
+        "precision": (n_pred - counts["wrong"]) / n_pred if n_pred else 1.0,
+        "recall": found / len(truth) if truth else 1.0,
+        # the same over decided links only: those of records not `ambiguous` (an event found
+        # only through an ambiguous record's list is then a miss)
+        "links_decided": decided, "links_decided_wrong": decided_wrong,
+        "precision_decided": (decided - decided_wrong) / decided if decided else 1.0,
+        "recall_decided": found_decided / len(truth) if truth else 1.0,
+        "misses_by_cause": dict(sorted(misses.items(), key=lambda kv: -kv[1])),
+        "ambiguous_records": len(ambiguous), "ambiguous_share": len(ambiguous) / n_api,
+        "identical_overlapping_records": sum(1 for r in api_records if r["id"] in twins),
+        "identical_overlapping_share": sum(1 for r in api_records if r["id"] in twins) / n_api,
+        "ground_truth_undecidable_records": len(grouped),
+        "ambiguous_not_identical": sorted(" ".join(r["argv"]) for r in ambiguous if r["id"] not in twins)[:40],
+        "missed_sample": sorted(missed_sample), "statuses": statuses, "wrong_sample": wrong_sample,
     }

@@ -2,7 +2,13 @@
 
   python -m bench.bench_audit accuracy [--invocations 2000] [--sessions 8] [--skew 2] [--lag 30]
       real kubectl through the recorder against the test API server, with and without the
-      argv[0] marker; precision/recall against the server's ground-truth side file.
+      argv[0] marker; precision/recall against the server's ground-truth side file, per link:
+      every (event, record) pair a record lists is a predicted link, `ambiguous` records'
+      included; a link to an identical overlapping run (same argv, overlapping in time) of the
+      true one, from an `ambiguous` record, counts as ambiguous, not wrong; any other link to
+      another run is wrong; an event of a recorded run linked to nothing is a miss
+      (bench/audit_workload.py `evaluate`). `precision_decided`/`recall_decided` count only the
+      links of records that are not `ambiguous`.
   python -m bench.bench_audit speed [--events 200000] [--mb 0]
       import + correlation throughput on a generated log (one core), and peak RSS; --mb 1000
       generates a log of that size instead (the memory bound is checked on a 1 GB log).

@@ -36,10 +36,9 @@ def test_precision_and_recall_small_scenario(tmp_path, marker, skew):
         assert m["precision"] == 1.0 and m["recall"] == 1.0
         assert m["statuses"].get("exact", 0) >= 0.8 * m["api_records"]
     else:
-        assert m["precision"] >= 0.99
-        # a small, bursty run: the floor here; bench/bench_audit.py measures the real figure
-        assert m["recall"] >= 0.75
-        # Runs the correlator calls ambiguous are mostly identical overlapping runs; different
-        # commands on one pod overlapping in time also end up ambiguous (measured 5-11% of the
-        # API runs here, timing-dependent): that is the recall gap bench/bench_audit.py reports.
+        # every event of a recorded run is linked to it (or, ambiguous, to an identical run of it)
+        assert m["recall"] >= 0.98
+        # decided links are right; the wrong ones are held by `ambiguous` records: the same call
+        # (a GET of one pod) sent by two different commands at once, which the log cannot tell apart
+        assert m["precision_decided"] >= 0.99
         assert len(m["ambiguous_not_identical"]) <= 0.2 * m["api_records"]

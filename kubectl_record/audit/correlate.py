@@ -13,10 +13,16 @@ Per cluster (server URL), over slices of time:
    the skew and widened by a margin, contains the event, scored by the expected-call model
    (expect.py): 3 object name, 2 resource, 1 generic (discovery).
 4. Assignment: each event goes to at most one record. Only the best-scoring candidates stay; a
-   single one gets the event; among several, a record still short of the calls its command
-   sends takes it when it is the only such one; candidates that ran the identical command line
-   share it as `ambiguous` (every candidate kept, as the contract says); a generic event that
-   fits several different runs is left unlinked (it says nothing).
+   single one gets the event. The events several runs could take are grouped by the runs they
+   share, and each group is solved whole (`_solve`): of the ways to hand them out that place the
+   most events while every run's calls follow its command's plan (expect.py: which calls, how
+   many, in which order) and its first and last calls keep the learned start-up/exit bounds, an
+   event every way gives to the same run is that run's; one that goes to different runs in
+   different ways is shared as `ambiguous` (every candidate kept, as the contract says): the
+   audit log cannot tell identical calls apart (the same GET of a pod from `describe` and
+   `logs` running at once). A group too large to solve falls back to: a record still short of
+   the calls its command sends takes the event when it is the only such one, else shared. A
+   generic event that fits several different runs is left unlinked (it says nothing).
 5. Status per record: exact / strong / partial / ambiguous / missing / none / pending (the
    source's watermark has not passed the run's end plus a grace period).
 """
@@ -231,6 +237,9 @@ def _feasible(r: Rec, ev: tuple, skew: float, lead_hi: float | None, tail_hi: fl
         return False
     if not ev[6] and any(e[6] and e[1] - skew < t for e, s in r.unique):
         return False  # discovery comes before a process's first resource call
+    if ev[6] and r.exp.plan is not None and not _expect.follows_plan(
+            r.exp, sorted([e for e, s in r.unique if s >= 2] + [ev], key=lambda e: e[1])):
+        return False
     own = [e[1] - skew for e, s in r.unique]
     if tail_hi is not None and not any(u > t for u in own) and (r.end - t) > tail_hi:
         return False  # it would be the run's last call, but the run went on too long after it
@@ -293,8 +302,21 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
             else:
                 rest.append((ev, fit or cands, best))
         pending = rest
+    pending = [(ev, [r for r in cands if not r.exact], best) for ev, cands, best in pending]
+    pending = [p for p in pending if p[1]]
+    for part in _components([p for p in pending if p[2] >= 2]):
+        can = _solve(part, skew, lead_hi, tail_hi, tie_lead, tie_tail)
+        if can is None:
+            continue  # too many combinations, or no way fits the model: as below
+        for (ev, cands, best), runs in zip(part, can):
+            kept = [r for r in cands if r.id in runs]
+            if len(kept) > 1:
+                for r in kept:
+                    r.shared.append((ev, best))
+            elif kept:
+                _take(kept[0], ev, best)
+            cands.clear()  # settled (no run: it stays unlinked)
     for ev, cands, best in pending:
-        cands = [r for r in cands if not r.exact]
         if not cands:
             continue
         if len(cands) == 1:
@@ -319,6 +341,104 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
             else:
                 dropped.append(ev)  # generic events shared by different runs say nothing
     return dropped
+
+
+SOLVE_NODES = 20_000  # search steps per group of shared events before giving up on it
+
+
+def _components(items: list[tuple]) -> list[list[tuple]]:
+    """Shared events grouped by the runs they could go to (connected through common candidates),
+    each group in time order."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for _, cands, _ in items:
+        root = find(cands[0].id)
+        for r in cands[1:]:
+            parent[find(r.id)] = root
+    groups: dict[str, list] = {}
+    for it in items:
+        groups.setdefault(find(it[1][0].id), []).append(it)
+    return [sorted(g, key=lambda it: it[0][1]) for g in groups.values()]
+
+
+def _solve(items: list[tuple], skew: float, lead_hi: float | None, tail_hi: float | None,
+           lead: float | None, tail: float | None) -> list[set] | None:
+    """The assignments of these shared events that give the most of them a run, each run's calls
+    following its command's plan and its first and last calls within the learned start-up/exit
+    bounds (an event may stay unassigned: another client's, or a run the model does not know).
+    Returns, per event, the ids of the runs it goes to in at least one of those assignments (one
+    run: in all of them; none: it stays unlinked). None: too many combinations to try."""
+    runs = {r.id: r for _, cands, _ in items for r in cands}
+    held = {rid: sorted((e for e, s in r.unique if s >= 2), key=lambda e: e[1]) for rid, r in runs.items()}
+    opts = []
+    for ev, cands, _ in items:
+        t = ev[1] - skew
+        near = [r for r in cands if (lead is None or t >= r.start + lead) and (tail is None or t <= r.end - tail)]
+        opts.append(near or cands)
+    can: list[set] = [set() for _ in items]
+    choice: list = [None] * len(items)
+    best = -1
+    steps = 0
+
+    def bounds_ok(r: Rec) -> bool:
+        evs = held[r.id]
+        if not evs:
+            return True
+        if lead_hi is not None and evs[0][1] - skew - r.start > lead_hi:
+            return False
+        return tail_hi is None or r.end - (evs[-1][1] - skew) <= tail_hi
+
+    def walk(i: int, placed: int) -> bool:
+        nonlocal steps, best, can
+        steps += 1
+        if steps > SOLVE_NODES:
+            return False
+        if placed + len(items) - i < best:
+            return True  # cannot place as many as the best found
+        if i == len(items):
+            if all(bounds_ok(r) for r in {id(r): r for r in choice if r is not None}.values()):
+                if placed > best:
+                    best, can = placed, [set() for _ in items]
+                for k, r in enumerate(choice):
+                    if r is not None:
+                        can[k].add(r.id)
+            return True
+        ev = items[i][0]
+        for r in opts[i]:
+            evs = held[r.id]
+            bisect.insort(evs, ev, key=lambda e: e[1])
+            fits = _expect.follows_plan(r.exp, evs) and (r.exp.plan is not None or _gets_ok(r, evs))
+            if fits:
+                choice[i] = r
+                fits = walk(i + 1, placed + 1)
+            evs.remove(ev)
+            if fits is False and steps > SOLVE_NODES:
+                return False
+        choice[i] = None
+        return walk(i + 1, placed)
+
+    if not walk(0, 0) or best < 0:
+        return None
+    return can
+
+
+def _gets_ok(r: Rec, evs: list) -> bool:
+    """The GET budget and order of a command without a plan (see expect._GETS)."""
+    if r.exp.gets is None:
+        return True
+    counts: dict = {}
+    for e in evs:
+        if e[2] == "get" and e[9] and not e[7]:
+            counts[e[9]] = counts.get(e[9], 0) + 1
+            if counts[e[9]] > r.exp.gets:
+                return False
+    return True
 
 
 def status_of(r: Rec, caught_up: bool) -> tuple[str, list]:

@@ -33,6 +33,7 @@ class Expect:
     gets: int | None = None                 # GETs of each named object it sends (None: unknown)
     get_order: str | None = None            # "first": those GETs precede its other calls; "last": follow them
     paths: frozenset = frozenset()          # non-resource paths that are its own calls (score 2)
+    plan: tuple | None = None               # its resource calls in order, see _plan (None: not known)
 
 
 def _res_list(resource: str | None) -> frozenset | None:
@@ -124,7 +125,71 @@ def _expect_full(record: dict) -> Expect:
         flags = {n for n, _ in p.flags}
         if e.names and not flags & {"--watch", "-w", "--follow", "-f", "--filename"}:
             e.gets, e.get_order = _GETS.get(verb, (None, None))
+        if record.get("exit_code") in (0, None):  # a failure takes other paths (describe lists on a 404)
+            e.plan = _plan(verb, e, flags)
     return e
+
+
+# The resource calls (after discovery) of the commonest commands, in order, as steps (verb,
+# resource — None for the command's own —, subresource, at most how many; None: any number),
+# checked with the real kubectl v1.32 against the test server (the requests in the side file of
+# bench/audit_workload.py).
+_PLANS_NAMED = {  # one named object
+    "get": (("get", None, "", 1),),
+    "label": (("get", None, "", 1), ("patch", None, "", 1)),
+    "annotate": (("get", None, "", 1), ("patch", None, "", 1)),
+    "rollout restart": (("get", None, "", 1), ("patch", None, "", 1)),
+    "scale": (("get", None, "", 1), ("patch", None, "scale", 1)),
+}
+_PLANS_POD = {  # one named pod
+    "describe": (("get", None, "", 2), ("list", "events", "", 1)),
+    "logs": (("get", None, "", 1), ("get", None, "log", 1)),
+}
+
+
+def _plan(verb: str, e: Expect, flags: set) -> tuple | None:
+    """The command's calls in order, when known: an assignment of events that does not follow
+    them (more calls of a step than it sends, or out of order) cannot be this run's."""
+    if flags & {"--watch", "-w", "--watch-only", "--follow", "-f", "--filename", "-k", "--kustomize", "--all",
+                "-l", "--selector", "--field-selector", "--raw", "--dry-run", "--previous", "-p", "--all-containers",
+                "--recursive", "-R", "--local"}:
+        return None
+    if (verb.startswith("create ") and verb != "create token") and e.resources and len(e.resources) == 1:
+        return (("create", None, "", 1),)
+    if len(e.names) == 1:
+        if e.resources == frozenset({"pods"}) and verb in _PLANS_POD:
+            return _PLANS_POD[verb]
+        if e.resources and len(e.resources) == 1:
+            return _PLANS_NAMED.get(verb)
+        return None
+    if e.names:
+        return (("get", None, "", len(e.names)),) if verb == "get" and e.resources and len(e.resources) == 1 else None
+    if verb == "get" and e.resources:
+        return (("list", None, "", None),)  # chunked lists send several
+    if verb == "auth whoami":
+        return (("create", "selfsubjectreviews", "", 1),)
+    return None
+
+
+def follows_plan(exp: Expect, evs: list) -> bool:
+    """Do these events (audit rows, in time order) fit the command's plan? Calls may be missing
+    (a policy can drop them), never extra or out of order."""
+    plan = exp.plan
+    if plan is None:
+        return True
+    j = used = 0
+    for ev in evs:
+        while j < len(plan):
+            verb, res, sub, most = plan[j]
+            if (ev[2] == verb and (ev[7] or "") == sub and (ev[6] in exp.resources if res is None else ev[6] == res)
+                    and (most is None or used < most)):
+                used += 1
+                break
+            j += 1
+            used = 0
+        else:
+            return False
+    return True
 
 
 # GETs of each named object, checked with the real kubectl against the test server.
