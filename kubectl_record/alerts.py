@@ -295,9 +295,8 @@ def audit_view(event: dict, unmatched: bool | None = None) -> dict:
         "source_ip": (event.get("sourceIPs") or [None])[0],
         "impersonated_user": imp.get("username") if isinstance(imp, dict) else None,
         "time": event.get("requestReceivedTimestamp") or event.get("stageTimestamp") or event.get("time"),
-        "command": f"{event.get('verb')} {obj.get('resource') or event.get('requestURI') or ''} "
-                   f"{obj.get('name') or ''}".strip(),
     }
+    view["command"] = f"{view['verb']} {view['resource'] or event.get('requestURI') or ''} {view['name'] or ''}".strip()
     flag = event.get("unmatched") if unmatched is None else unmatched
     view["unmatched"] = bool(flag) if flag is not None else None
     return view

@@ -79,6 +79,7 @@ class FaultProxy:
         self.slow_s = slow_s
         self.count = 0
         self.actions: list[str] = []
+        self.requests: list[bytes] = []  # every request received, head and body, in arrival order
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
@@ -123,6 +124,7 @@ class FaultProxy:
                     self.count += 1
                 action = self.plan(n)
                 self.actions.append(action)
+                self.requests.append(request)
                 if action in ("429", "503"):
                     reason = "Too Many Requests" if action == "429" else "Service Unavailable"
                     client.sendall(_status(int(action), reason, self.retry_after))

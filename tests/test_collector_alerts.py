@@ -107,3 +107,40 @@ def test_bad_rules_file_is_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: --alerts: "), proc.stderr
         assert str(path) in lines[0] and why in lines[0]
     assert not (tmp_path / "c.db").exists()  # refused before anything is opened
+
+
+AUDIT_RULES = """
+group_wait: 200ms
+group_max: 2s
+notify:
+  - slack: {url}/services/T/B/X
+rules:
+  - name: unrecorded-kubectl
+    on: audit
+    severity: critical
+    when: {{unmatched: true, user_agent: "kubectl*"}}
+"""
+
+
+def test_server_side_kubectl_activity_without_a_record_alerts(db_url, tmp_path):  # noqa: F811
+    from .test_collector_audit import WEBHOOK, cluster_token, event, event_list
+
+    with Receiver() as rx:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(AUDIT_RULES.format(url=rx.url))
+        c = Collector(db_url, args=("--alerts", str(rules), "--audit-delay", "0.1", "--unmatched-after", "0.5")).start()
+        try:
+            token = cluster_token(db_url, "prod-eu", "https://prod-eu.example:6443")
+            now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+            batch = event_list(event("a1", ts=now, verb="delete", requestURI="/api/v1/namespaces/default/pods/web",
+                                     objectRef={"resource": "pods", "namespace": "default", "name": "web",
+                                                "apiVersion": "v1"}),
+                               event("c1", ts=now, ua="kube-controller-manager/v1.32.4"))
+            for _ in range(2):  # delivered twice, as API servers do on retry: one alert still
+                assert c.post(WEBHOOK, token, data=batch).status_code == 200
+            texts = _wait_for(rx, 1)
+            assert len(texts) == 1 and texts[0].startswith("*[critical] unrecorded-kubectl"), texts
+            assert "delete pods web" in texts[0] and "kube-controller-manager" not in texts[0]
+        finally:
+            c.kill(signal.SIGTERM)
+        assert len(rx.requests) == 1

@@ -195,27 +195,3 @@ def test_configured_destinations_and_background_pass(opensearch, request, tmp_pa
     assert seen and seen[0]["X-Scope-OrgID"] == "platform"
     assert len(os_search(opensearch, index)) == 5
 
-
-def test_collector_as_a_gateway(opensearch, request, tmp_path):
-    from kubectl_record.destinations.gateway import Gateway
-
-    from .test_destinations_kit import Receiver
-
-    index = _index(request)
-    port = opensearch.rsplit(":", 1)[1]
-    bodies = []
-    with Receiver(lambda req: (bodies.append(json.loads(req["body"])) or 200, {}, b"")) as rx:
-        gw = Gateway(str(tmp_path / "gateway.db"), [(f"opensearch://127.0.0.1:{port}/{index}", {}),
-                                                     (f"webhook://127.0.0.1:{rx.port}/in", {})])
-        recs = records(8, exit_code=None, ended_at=None, state="unfinished")
-        gw.accept(recs)
-        gw.accept(recs[:3])  # the same again: nothing new to send
-        results = gw.run_once()
-        assert sorted(r.delivered for r in results.values()) == [8, 8]
-        gw.accept([dict(recs[2], exit_code=1, state="finished", ended_at=recs[2]["started_at"])])
-        results = gw.run_once()
-        assert sorted(r.delivered for r in results.values()) == [1, 1]
-        assert set(gw.pending().values()) == {0}
-    hits = {h["_id"]: h["_source"] for h in os_search(opensearch, index)}
-    assert len(hits) == 8 and hits[recs[2]["id"]]["exit_code"] == 1
-    assert len(bodies) == 9 and bodies[-1]["data"]["exit_code"] == 1

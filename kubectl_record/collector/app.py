@@ -7,6 +7,7 @@ Database work runs in the thread pool; the server's concurrency limit (cli.py) b
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
@@ -21,14 +22,15 @@ try:  # the collector extra brings it: a third faster than json on upload bodies
 except ImportError:  # pragma: no cover
     orjson = None
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
+from starlette.background import BackgroundTasks
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..audit.formats import parse_ts
 from ..store import FIELDS, JSON_FIELDS
-from . import auth
+from . import auth, central, forward, webhook
 from .openapi import document
 from .records import is_time
 from .storage import FILTERS, BadQuery, Storage, StorageError
@@ -37,6 +39,9 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 DB_ENV = "KUBECTL_RECORD_COLLECTOR_DB"
 MAX_BODY_ENV = "KUBECTL_RECORD_COLLECTOR_MAX_BODY"
 ALERTS_ENV = "KUBECTL_RECORD_COLLECTOR_ALERTS"
+FORWARD_ENV = "KUBECTL_RECORD_COLLECTOR_FORWARD"
+AUDIT_DELAY_ENV = "KUBECTL_RECORD_COLLECTOR_AUDIT_DELAY"
+UNMATCHED_AFTER_ENV = "KUBECTL_RECORD_COLLECTOR_UNMATCHED_AFTER"
 SUPERVISOR_ENV = "KUBECTL_RECORD_COLLECTOR_SUPERVISOR"
 MAX_PAGE = 1000
 
@@ -58,6 +63,12 @@ def _reject_constant(name: str):
 
 async def _read_json(request: Request, cap: int):
     """The request body as JSON, refusing (413) anything over CAP bytes compressed or not."""
+    return await _read_body(request, cap, _parse_json)
+
+
+async def _read_body(request: Request, cap: int, parse=None):
+    """The request body decompressed (then PARSE applied, when given), refusing (413) anything
+    over CAP bytes compressed or not."""
     length = request.headers.get("content-length")
     if length is not None:
         if not (length.isascii() and length.isdigit()):
@@ -71,10 +82,11 @@ async def _read_json(request: Request, cap: int):
             raise HTTPError(413, f"request body over {cap} bytes")
         chunks.append(chunk)
     # Decompressing and parsing megabytes is CPU work: off the event loop, which keeps answering.
-    return await run_in_threadpool(_decode, b"".join(chunks), request.headers.get("content-encoding", "identity"), cap)
+    return await run_in_threadpool(_decode, b"".join(chunks), request.headers.get("content-encoding", "identity"), cap,
+                                   parse)
 
 
-def _decode(body: bytes, encoding: str, cap: int):
+def _decode(body: bytes, encoding: str, cap: int, parse=None):
     encoding = encoding.lower()
     if encoding == "gzip":
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -86,6 +98,10 @@ def _decode(body: bytes, encoding: str, cap: int):
             raise HTTPError(413, f"decompressed body over {cap} bytes")
     elif encoding != "identity":
         raise HTTPError(415, f"unsupported Content-Encoding: {encoding} (use gzip or none)")
+    return parse(body) if parse else body
+
+
+def _parse_json(body: bytes):
     if orjson is not None:
         try:
             return orjson.loads(body)
@@ -97,13 +113,16 @@ def _decode(body: bytes, encoding: str, cap: int):
         raise HTTPError(400, f"body is not valid JSON: {str(exc)[:200]}") from None
 
 
-def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) -> Starlette:
+def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None, forwarder=None,
+               correlator=None) -> Starlette:
     """ALERTS: an AlertService (kubectl_record.alerts), started with the app and stopped (its open
-    groups flushed) when the worker shuts down; records new to the collector are handed to it."""
+    groups flushed) when the worker shuts down; records new to the collector are handed to it.
+    FORWARDER: a forward.Forwarder, run while the app runs and woken by uploads that stored something.
+    CORRELATOR: a central.Correlator, polling for clusters due for audit correlation while the app runs."""
     async def who(request: Request, *roles: str):
         access = await run_in_threadpool(auth.authenticate, storage, request.headers.get("authorization"))
-        if roles:
-            auth.require(access, *roles)
+        # Cluster tokens post audit batches and nothing else: no route is open to them by default.
+        auth.require(access, *(roles or auth.PEOPLE))
         return access
 
     async def healthz(request: Request) -> Response:
@@ -113,7 +132,7 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) 
         return JSONResponse(document())
 
     async def whoami(request: Request) -> Response:
-        access = await who(request)
+        access = await who(request, *auth.ROLES)
         return JSONResponse({"user": access.user, "role": access.role, "scope": access.scope})
 
     async def ingest(request: Request) -> Response:
@@ -125,9 +144,15 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) 
         if not isinstance(records, list) or not isinstance(tombstones, list):
             raise HTTPError(400, "'records' and 'tombstones' must be lists")
         result = await run_in_threadpool(storage.ingest, access.user, records, tombstones)
+        if forwarder is not None and (result.accepted or result.updated):
+            forwarder.wake()  # queued in the same transaction: deliver now rather than at the next round
         # Only what this upload stored for the first time: a retried upload does not alert again.
         # Evaluated after the answer is sent (in the thread pool), so a slow receiver never delays it.
-        task = BackgroundTask(alerts.records_arrived, result.new_records) if alerts and result.new_records else None
+        task = BackgroundTasks()
+        if alerts and result.new_records:
+            task.add_task(alerts.records_arrived, result.new_records)
+        if result.accepted or result.updated:
+            task.add_task(mark_for_correlation, records)
         # Per-item refusals answer 400 with every reason; everything else in the batch is kept.
         return JSONResponse(result.as_dict(), status_code=400 if result.rejected else 200, background=task)
 
@@ -182,6 +207,46 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) 
         deleted = await run_in_threadpool(storage.retention, access, before, reason)
         return JSONResponse({"deleted": deleted})
 
+    async def forward_status(request: Request) -> Response:
+        await who(request, "admin")
+        here = tuple(forwarder.destinations) if forwarder is not None else ()
+        return JSONResponse({"destinations": await run_in_threadpool(forward.status, storage, here)})
+
+    def mark_for_correlation(records: list) -> None:
+        try:
+            webhook.records_arrived(storage, records)
+        except Exception as exc:  # the cluster's next webhook batch marks the window again
+            print(f"kubectl-record collector: audit correlation not scheduled: {exc}"[:300], file=sys.stderr,
+                  flush=True)
+
+    async def audit_webhook(request: Request) -> Response:
+        access = await who(request, "cluster")
+        body = await _read_body(request, max_body)
+        # 200 only once the batch is committed: the API server retries anything else.
+        return JSONResponse(await run_in_threadpool(webhook.store_batch, storage, access.scope, body))
+
+    async def audit_unmatched(request: Request) -> Response:
+        access = await who(request, "auditor", "admin")
+        params = request.query_params
+        unknown = [k for k in params if k not in ("cluster", "since", "until", "gap")]
+        if unknown:
+            raise HTTPError(400, f"unknown parameter: {unknown[0]}")
+        window = {}
+        for name in ("since", "until"):
+            if name in params:
+                if not is_time(params[name]):
+                    raise HTTPError(400, f"{name} must be an RFC 3339 time")
+                window[name] = parse_ts(params[name])
+        try:
+            gap = float(params.get("gap", "2"))
+        except ValueError:
+            gap = -1.0
+        if not 0 < gap <= 3600:
+            raise HTTPError(400, "gap must be seconds, above 0 and at most 3600")
+        reports = await run_in_threadpool(central.unmatched_report, storage, access, params.get("cluster"),
+                                          gap=gap, **window)
+        return JSONResponse({"clusters": reports})
+
     async def on_http_error(request: Request, exc: HTTPError) -> Response:
         return _error(exc.status, str(exc), exc.headers)
 
@@ -208,9 +273,16 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) 
     async def lifespan(app):
         if alerts is not None:
             alerts.start()
+        if forwarder is not None:
+            forwarder.start()
+        correlating = asyncio.create_task(correlator.run()) if correlator is not None else None
         try:
             yield
         finally:
+            if correlating is not None:
+                correlating.cancel()
+            if forwarder is not None:
+                await run_in_threadpool(forwarder.stop)
             if alerts is not None:
                 await run_in_threadpool(alerts.stop)  # delivers the groups still open
 
@@ -225,6 +297,9 @@ def create_app(storage: Storage, max_body: int = DEFAULT_MAX_BODY, alerts=None) 
             Route("/v1/chains", chains),
             Route("/v1/access-log", access_log),
             Route("/v1/retention", retention, methods=["POST"]),
+            Route("/v1/audit/webhook", audit_webhook, methods=["POST"]),
+            Route("/v1/audit/unmatched", audit_unmatched),
+            Route("/v1/forward/status", forward_status),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,
@@ -275,8 +350,18 @@ def app_from_env() -> Starlette:
         from ..alerts import AlertService
 
         service = AlertService.from_file(os.environ[ALERTS_ENV], on_error=_alert_delivery_failed)
-    return create_app(open_storage(os.environ[DB_ENV]), int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)),
-                      service)
+    storage = open_storage(os.environ[DB_ENV])
+    forwarder = None
+    if os.environ.get(FORWARD_ENV):
+        # One per worker; they share the queue in the database, claiming batches from it.
+        forwarder = forward.from_env(storage, os.environ[FORWARD_ENV], on_error=_forwarding_failed)
+    # One per worker; a lease row in the database lets one pass at a time work on a cluster.
+    # Audit rules see the kubectl requests that stayed without a record (`unmatched: true`).
+    on_unmatched = (lambda events: service.audit_arrived(events, unmatched=True)) if service else None
+    correlator = central.Correlator(storage, delay=float(os.environ.get(AUDIT_DELAY_ENV, central.DELAY)),
+                                    settle=float(os.environ.get(UNMATCHED_AFTER_ENV, central.SETTLE)),
+                                    on_unmatched=on_unmatched)
+    return create_app(storage, int(os.environ.get(MAX_BODY_ENV, DEFAULT_MAX_BODY)), service, forwarder, correlator)
 
 
 def _die_with(supervisor: int) -> None:
@@ -290,6 +375,10 @@ def _die_with(supervisor: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:  # it died before the line above
         os._exit(1)
+
+
+def _forwarding_failed(line: str) -> None:
+    print(f"kubectl-record collector: forwarding: {line}", file=sys.stderr, flush=True)
 
 
 def _alert_delivery_failed(line: str) -> None:

@@ -4,6 +4,10 @@ Roles: a `writer` uploads and reads back only what it uploaded; an `auditor` rea
 whose cluster matches its scope (a glob; none = every cluster), and each such read is logged; an
 `admin` may do everything, including retention. Nobody can upload as someone else: the collector
 stamps every record with the identity of the token that uploaded it.
+
+A `cluster` token is a kube-apiserver's audit webhook credential: it may only post audit batches
+(and ask whoami), and every event it posts belongs to its cluster (events carry no cluster name).
+Its scope holds the cluster's name; the cluster's server URL is registered with the token.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import secrets
 
 from .storage import Access, Storage
 
-ROLES = ("writer", "auditor", "admin")
+ROLES = ("writer", "auditor", "admin", "cluster")
+PEOPLE = ROLES[:3]  # every route but the audit webhook
 PREFIX = "krt_"
 
 
@@ -30,13 +35,22 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(storage: Storage, user: str, role: str, scope: str | None = None) -> str:
+def create_token(storage: Storage, user: str, role: str, scope: str | None = None, *,
+                 cluster: str | None = None, server: str | None = None) -> str:
+    """A new token. Role `cluster` needs CLUSTER and its SERVER URL (registered as an audit source)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not user or not user.strip():
         raise ValueError("user must not be empty")
     if scope is not None and role != "auditor":
         raise ValueError("--scope applies to auditors only")
+    if (cluster is not None or server is not None) and role != "cluster":
+        raise ValueError("--cluster and --server apply to cluster tokens only")
+    if role == "cluster":
+        from .webhook import register_source
+
+        register_source(storage, cluster, server)
+        scope = cluster
     token = PREFIX + secrets.token_urlsafe(32)
     storage.add_token(token_hash(token), user, role, scope)
     return token

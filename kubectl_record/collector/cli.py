@@ -59,13 +59,36 @@ def _is_loopback(host: str) -> bool:
               help="Evaluate these alert rules (see `kubectl record alerts check`) on records as they arrive. "
                    "Each worker and each instance evaluates and groups only the records it receives: a burst "
                    "split across them may give one alert per worker or instance.")
+@click.option("--forward", "forward_urls", multiple=True, metavar="URL",
+              help="Forward the records stored here to this destination (opensearch://, elasticsearch://, otlp://, "
+                   "loki://, webhook+https://; the URL forms of `push --to`); repeatable.")
+@click.option("--forward-config", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="TOML with a [destinations] table shaped like a workstation's config: its urls are forwarded "
+                   "to as well, and its [destinations.options.\"URL\"] tables (api_key, ca_bundle, tenant …) "
+                   "apply to --forward URLs too.")
+@click.option("--forward-interval", type=click.FloatRange(min=0.01), default=5.0, hidden=True)
+@click.option("--forward-lease", type=click.FloatRange(min=0.1), default=60.0, hidden=True)
+@click.option("--forward-backoff-base", type=click.FloatRange(min=0), default=1.0, hidden=True)
+@click.option("--forward-backoff-cap", type=click.FloatRange(min=0), default=300.0, hidden=True)
+@click.option("--audit-delay", type=click.FloatRange(min=0.05), default=2.0, show_default=True, metavar="SECONDS",
+              help="Audit webhook: seconds from a cluster's first new batch or record to its central correlation "
+                   "(what arrives meanwhile is correlated together).")
+@click.option("--unmatched-after", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="With --alerts: how long a server-side kubectl request waits for its record (an upload may come "
+                   "later) before audit rules see it as `unmatched: true`.")
 def serve(db: str, listen: str, tls_cert: str | None, tls_key: str | None, insecure_listen: bool,
-          max_body: int, max_concurrency: int, workers: int, alerts_file: str | None) -> None:
+          max_body: int, max_concurrency: int, workers: int, alerts_file: str | None, forward_urls: tuple[str, ...],
+          forward_config: str | None, forward_interval: float, forward_lease: float, forward_backoff_base: float,
+          forward_backoff_cap: float, audit_delay: float, unmatched_after: float) -> None:
     """Run the team collector (HTTPS with --tls-cert/--tls-key; plain HTTP on loopback only).
 
     With --alerts, records new to the collector go through the rules after each upload is
     answered; a retried upload does not alert again. Open groups are delivered when the
     collector stops.
+
+    With --forward, records the collector stores, and records whose outcome changes later, are
+    queued per destination in its database, in the transaction that stores them, and delivered
+    from there by every worker and instance sharing it (GET /v1/forward/status shows how far).
     """
     host, port = _split_listen(listen)
     if bool(tls_cert) != bool(tls_key):
@@ -79,15 +102,26 @@ def serve(db: str, listen: str, tls_cert: str | None, tls_key: str | None, insec
             load_rules_file(alerts_file)
         except RulesError as exc:
             raise _BadFile(f"--alerts: {exc}") from None
+    if forward_urls or forward_config:
+        from ..destinations import DestinationError
+        from .forward import open_destinations
+
+        try:  # refuse a bad URL, option or file now, not in every worker
+            if not open_destinations(forward_urls, forward_config):
+                raise _BadFile("--forward-config: its [destinations] table lists no urls, and no --forward is given")
+        except DestinationError as exc:
+            raise _BadFile(f"--forward: {exc}") from None
     import uvicorn
 
-    from .app import ALERTS_ENV, DB_ENV, MAX_BODY_ENV, SUPERVISOR_ENV
+    from .app import ALERTS_ENV, AUDIT_DELAY_ENV, DB_ENV, FORWARD_ENV, MAX_BODY_ENV, SUPERVISOR_ENV, UNMATCHED_AFTER_ENV
 
     # Open once here: the schema is created and a bad --db fails with one line before serving.
     _open(db).close()
     # Each worker builds its app from these (uvicorn imports the factory in every worker).
     os.environ[DB_ENV] = db
     os.environ[MAX_BODY_ENV] = str(max_body)
+    os.environ[AUDIT_DELAY_ENV] = str(audit_delay)
+    os.environ[UNMATCHED_AFTER_ENV] = str(unmatched_after)
     if workers > 1:
         os.environ[SUPERVISOR_ENV] = str(os.getpid())
     else:
@@ -96,6 +130,14 @@ def serve(db: str, listen: str, tls_cert: str | None, tls_key: str | None, insec
         os.environ[ALERTS_ENV] = os.path.abspath(alerts_file)
     else:
         os.environ.pop(ALERTS_ENV, None)
+    if forward_urls or forward_config:
+        from .forward import to_env
+
+        os.environ[FORWARD_ENV] = to_env(forward_urls, forward_config and os.path.abspath(forward_config),
+                                         interval=forward_interval, lease=forward_lease,
+                                         backoff_base=forward_backoff_base, backoff_cap=forward_backoff_cap)
+    else:
+        os.environ.pop(FORWARD_ENV, None)
     scheme = "https" if tls_cert else "http"
     click.echo(f"kubectl-record collector on {scheme}://{listen} ({'PostgreSQL' if db.startswith('postgres') else db})",
                err=True)
@@ -112,19 +154,25 @@ def token() -> None:
 @token.command("create")
 @click.option("--db", required=True, help="The collector's database: SQLite file or postgresql:// URL.")
 @click.option("--user", required=True, help="Whose token: stamped on every record it uploads.")
-@click.option("--role", required=True, type=click.Choice(["writer", "auditor", "admin"]))
+@click.option("--role", required=True, type=click.Choice(["writer", "auditor", "admin", "cluster"]))
 @click.option("--scope", help="Auditors: the clusters they may read, a glob (default: every cluster).")
-def token_create(db: str, user: str, role: str, scope: str | None) -> None:
-    """Issue a token and print it as the last line (only its hash is stored)."""
+@click.option("--cluster", help="Cluster tokens: the cluster's name (auditor scopes match it).")
+@click.option("--server", help="Cluster tokens: its API server URL, as in the records' `server`.")
+def token_create(db: str, user: str, role: str, scope: str | None, cluster: str | None, server: str | None) -> None:
+    """Issue a token and print it as the last line (only its hash is stored).
+
+    Role `cluster` is a kube-apiserver's audit webhook credential (--audit-webhook-config-file):
+    it may only post audit batches, which the collector binds to --cluster and its --server."""
     from .auth import create_token
 
     storage = _open(db)
     try:
-        secret = create_token(storage, user, role, scope)
+        secret = create_token(storage, user, role, scope, cluster=cluster, server=server)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     finally:
         storage.close()
-    what = f"{role} token for {user}" + (f" (clusters {scope})" if scope else "")
+    what = f"{role} token for {user}" + (f" (clusters {scope})" if scope else "") + \
+        (f" (audit webhook of {cluster})" if cluster else "")
     click.echo(f"# {what}; it is shown only once", err=True)
     click.echo(secret)

@@ -44,8 +44,47 @@ def _record_schema() -> dict:
 def _stored_record_schema() -> dict:
     schema = _record_schema()
     schema["properties"] = {**schema["properties"], "uploaded_by": {"type": "string"},
-                            "received_at": {"type": "string"}}
+                            "received_at": {"type": "string"},
+                            "audit": {"type": ["object", "null"], "description": (
+                                "Where the record's cluster has an audit webhook source: the collector's own"
+                                " correlation ({status, events, central: {cluster, correlated_at}}); else as uploaded")},
+                            "audit_uploaded": {"type": ["object", "null"], "description": (
+                                "The record's `audit` as uploaded, present when the collector's replaces it")}}
     return schema
+
+
+def _audit_event_schema() -> dict:
+    """An audit.k8s.io Event, as far as the collector reads it (bounded, for generated examples)."""
+    text = {"type": "string", "maxLength": 64}
+    return {"type": "object", "required": ["auditID", "stage", "requestReceivedTimestamp"], "properties": {
+        "kind": {"const": "Event"}, "apiVersion": {"enum": ["audit.k8s.io/v1", "audit.k8s.io/v1beta1"]},
+        "level": text, "auditID": {"type": "string", "minLength": 1, "maxLength": 64},
+        "stage": {"enum": ["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]},
+        "requestURI": text, "verb": text, "userAgent": text,
+        "user": {"type": "object", "properties": {"username": text}},
+        "impersonatedUser": {"type": "object", "properties": {"username": text}},
+        "objectRef": {"type": "object", "properties": {n: text for n in (
+            "resource", "subresource", "namespace", "name", "apiGroup", "apiVersion")}},
+        "responseStatus": {"type": "object", "properties": {"code": {"type": "integer", "minimum": 0,
+                                                                     "maximum": 999}}},
+        "requestReceivedTimestamp": {"type": "string", "format": "date-time"},
+        "stageTimestamp": {"type": "string", "format": "date-time"},
+        "annotations": {"type": "object", "additionalProperties": text, "maxProperties": 4}}}
+
+
+def _forward_status_schema() -> dict:
+    text, count = {"type": ["string", "null"]}, {"type": "integer", "minimum": 0}
+    props = {
+        "destination": {"type": "string", "description": "the URL, credentials masked"},
+        "forwarded_here": {"type": "boolean", "description": "this instance was started with it"},
+        "pending": count, "in_flight": count, "delivered": count, "batches": count, "failures": count,
+        "dead_letters": count, "last_success": text, "last_error": text, "last_error_at": text,
+        "next_attempt": {"type": ["string", "null"], "description": "backing off until then"},
+        "recent_dead_letters": {"type": "array", "items": {
+            "type": "object", "required": ["record_id", "reason", "at"], "properties": {
+                "record_id": {"type": "string"}, "reason": {"type": "string"}, "at": {"type": "string"}}}},
+    }
+    return {"type": "object", "required": sorted(props), "properties": props}
 
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -102,6 +141,7 @@ def document() -> dict:
                         "last_started_at": {"type": ["string", "null"]},
                     },
                 },
+                "ForwardStatus": _forward_status_schema(),
                 "IngestResult": {
                     "type": "object",
                     "required": ["accepted", "duplicates", "updated", "rejected", "tombstones_accepted",
@@ -125,7 +165,8 @@ def document() -> dict:
             "/v1/whoami": {"get": {"summary": "The token's identity", "responses": {
                 "200": {"description": "identity", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["user", "role"], "properties": {
-                        "user": {"type": "string"}, "role": {"type": "string", "enum": ["writer", "auditor", "admin"]},
+                        "user": {"type": "string"},
+                        "role": {"type": "string", "enum": ["writer", "auditor", "admin", "cluster"]},
                         "scope": {"type": ["string", "null"]}}}}}},
                 **_AUTH_ERRORS}}},
             "/v1/ingest": {"post": {
@@ -169,6 +210,41 @@ def document() -> dict:
                         "type": "object", "required": ["installs"],
                         "properties": {"installs": {"type": "array", "items": {"type": "object"}}}}}}},
                     "400": _ERROR, "503": _ERROR, **_AUTH_ERRORS}}},
+            "/v1/audit/webhook": {"post": {
+                "summary": "kube-apiserver audit webhook: an EventList (audit.k8s.io/v1 or v1beta1, gzip accepted;"
+                           " cluster tokens only). Repeated (auditID, stage) are ignored, unreadable events counted"
+                           " and skipped; 200 once the batch is committed",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["items"], "properties": {
+                        "kind": {"const": "EventList"},
+                        "apiVersion": {"enum": ["audit.k8s.io/v1", "audit.k8s.io/v1beta1"]},
+                        "metadata": {"type": "object", "maxProperties": 2},
+                        "items": {"type": "array", "maxItems": 5, "items": _audit_event_schema()}}}}}},
+                "responses": {
+                    "200": {"description": "stored", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["events", "stored", "duplicates", "malformed", "skipped", "errors"],
+                        "properties": {"events": {"type": "integer"}, "stored": {"type": "integer"},
+                                       "duplicates": {"type": "integer"}, "malformed": {"type": "integer"},
+                                       "skipped": {"type": "integer"},
+                                       "errors": {"type": "array", "items": {"type": "string"}}}}}}},
+                    "413": _ERROR, "415": _ERROR, "503": _ERROR, **_AUTH_ERRORS}}},
+            "/v1/audit/unmatched": {"get": {
+                "summary": "Per audit source in the token's scope: kubectl activity on the server with no record,"
+                           " changing records with no audit evidence, other clients by userAgent and user"
+                           " (auditor, admin; auditor reads are logged)",
+                "parameters": [
+                    _query("cluster", {"type": "string"}, "audit source name or glob"),
+                    _query("since", {"type": "string", "format": "date-time"}, "default: a day before until (or now)"),
+                    _query("until", {"type": "string", "format": "date-time"}, "default: no end"),
+                    _query("gap", {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                           "seconds between requests that start a new group (default 2)")],
+                "responses": {
+                    "200": {"description": "report", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["clusters"], "properties": {"clusters": {
+                            "type": "array", "items": {"type": "object", "required": [
+                                "cluster", "server", "truncated", "server_side", "local_side", "pending",
+                                "other_clients", "ignored"]}}}}}}},
+                    "400": _ERROR, "503": _ERROR, **_AUTH_ERRORS}}},
             "/v1/access-log": {"get": {
                 "summary": "Reads made by auditors (admin)",
                 "responses": {
@@ -185,5 +261,14 @@ def document() -> dict:
                     "200": {"description": "deleted", "content": {"application/json": {"schema": {
                         "type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "integer"}}}}}},
                     "400": _ERROR, "413": _ERROR, "503": _ERROR, **_AUTH_ERRORS}}},
+            "/v1/forward/status": {"get": {
+                "summary": "Forwarding (`serve --forward`) per destination: pending, last success and error, "
+                           "dead letters (admin)",
+                "responses": {
+                    "200": {"description": "every destination this database has forwarded to", "content": {
+                        "application/json": {"schema": {
+                            "type": "object", "required": ["destinations"], "properties": {"destinations": {
+                                "type": "array", "items": {"$ref": "#/components/schemas/ForwardStatus"}}}}}}},
+                    "503": _ERROR, **_AUTH_ERRORS}}},
         },
     }

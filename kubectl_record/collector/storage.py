@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..audit.formats import parse_ts
 from ..store import FIELDS, UNCHAINED, from_row
 from . import chain
 from .records import TOMBSTONE_FIELDS, Invalid, is_time, to_columns
@@ -129,6 +130,9 @@ class Storage:
     url: str
     # Errors that mean "try again shortly" (database busy or unreachable), answered with 503.
     unavailable: tuple = ()
+    # The destinations this process forwards to (set by collector.forward.Forwarder): what an
+    # upload stores or changes is queued for each in the transaction that stores it.
+    forward_to: tuple = ()
 
     # --- ingest -----------------------------------------------------------------------------
 
@@ -276,6 +280,10 @@ class Storage:
         for record_id, values in updates:
             sets = ", ".join(f"{name} = ?" for name in values)
             tx.execute(f"UPDATE records SET {sets} WHERE id = ?", (*values.values(), record_id))
+        if self.forward_to and (new_rows or updates):
+            from .forward import queue
+
+            queue(self, tx, [row["id"] for row in new_rows] + [record_id for record_id, _ in updates])
         result.accepted += len(new_rows)
         result.new_records += fresh
         result.updated += len(updates)
@@ -375,6 +383,9 @@ class Storage:
         with self.transaction() as tx:
             rows = tx.all(sql, params)
             page = [_output(row) for row in rows[:limit]]
+            from .central import attach_outcomes
+
+            attach_outcomes(tx, page)  # the central audit outcome, beside the record as uploaded
             if access.role == "auditor":
                 self.log_access(tx, access, "records", filters, cursor, len(page))
         next_cursor = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > limit else None
@@ -471,6 +482,10 @@ class Storage:
             tx.execute("INSERT INTO retention_grant (granted) VALUES (1)")
             count = tx.execute("DELETE FROM records WHERE started_at < ?", (before,))
             tx.execute("DELETE FROM retention_grant")
+            # What central audit correlation kept about that time goes with the records.
+            tx.execute("DELETE FROM record_audit WHERE started_at < ?", (before,))
+            for table in ("audit_events", "audit_requests"):
+                tx.execute(f"DELETE FROM {table} WHERE ts < ?", (parse_ts(before),))
             tx.execute("INSERT INTO retention_log (at, user_name, before_time, reason, deleted) VALUES (?, ?, ?, ?, ?)",
                        (now_text(), access.user, before, reason, count))
         return count

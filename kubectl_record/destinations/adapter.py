@@ -69,13 +69,7 @@ class SyncClient:
 
 def _inflight(client: SyncClient) -> dict:
     """A webhook receiver sees one message at a time, in outbox order: one batch in flight."""
-    import inspect
-
-    from .. import sync
-
-    if client.destination.kind == "webhook" and "inflight" in inspect.signature(sync.deliver).parameters:
-        return {"inflight": 1}
-    return {}
+    return {"inflight": 1} if client.destination.ordered else {}
 
 
 def client_for(url: str, options: dict | None = None) -> SyncClient:
@@ -100,9 +94,11 @@ def push_to(conn, url: str, options: dict | None = None, **deliver_kwargs):
         client.close()
 
 
-def configured_destinations() -> list[tuple[str, dict]]:
-    """Destinations from the config file: `destinations.urls` (the settings key), each with the
-    options of its table under `destinations.options`, keyed by the URL as listed (or masked):
+def read_destinations(path: str, extra_urls=()) -> list[tuple[str, dict]]:
+    """The destinations of the TOML file at PATH: `destinations.urls` (the settings key) after
+    EXTRA_URLS, each with the options of its table under `destinations.options`, keyed by the
+    URL as listed (or masked). The workstation's config file has this shape, and so has
+    `serve --forward-config`:
 
         [destinations]
         urls = ["opensearch+https://es.internal:9200/kubectl-record", "loki://loki.internal:3100"]
@@ -113,32 +109,43 @@ def configured_destinations() -> list[tuple[str, dict]]:
 
         [destinations.options."loki://loki.internal:3100"]
         tenant = "platform"
-    """
-    from .. import paths
+
+    Raises DestinationError when the file cannot be read or the table is malformed."""
+    from .base import DestinationError
     from .url import mask_url
 
     try:
         import tomllib
     except ImportError:  # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ImportError:
-            return []
+        import tomli as tomllib
     try:
-        with open(paths.config_file(), "rb") as f:
+        with open(path, "rb") as f:
             section = tomllib.load(f).get("destinations") or {}
-    except (OSError, ValueError):
-        return []
-    if not isinstance(section, dict):
-        return []
-    urls = section.get("urls") or []
-    table = section.get("options") or {}
+    except (OSError, ValueError) as exc:
+        raise DestinationError(f"cannot read {path}: {exc}") from None
+    urls = section.get("urls", []) if isinstance(section, dict) else None
+    table = section.get("options", {}) if isinstance(section, dict) else None
+    if not isinstance(urls, list) or not isinstance(table, dict):
+        raise DestinationError(f"{path}: [destinations] needs urls = [...] and [destinations.options.\"URL\"] tables")
     out = []
-    for url in urls if isinstance(urls, list) else []:
-        url = str(url)
+    for url in [*map(str, extra_urls), *map(str, urls)]:
         options = table.get(url) or table.get(mask_url(url)) or {}
-        out.append((url, dict(options) if isinstance(options, dict) else {}))
+        if not isinstance(options, dict):
+            raise DestinationError(f"{path}: the options of {mask_url(url)} must be a table")
+        out.append((url, dict(options)))
     return out
+
+
+def configured_destinations() -> list[tuple[str, dict]]:
+    """Destinations from the config file (see read_destinations); none when it is missing or
+    unreadable: background passes must not fail on it (`config` reports a bad file)."""
+    from .. import paths
+    from .base import DestinationError
+
+    try:
+        return read_destinations(paths.config_file())
+    except DestinationError:
+        return []
 
 
 def options_for(url: str) -> dict:

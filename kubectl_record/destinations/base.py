@@ -87,6 +87,8 @@ class Destination:
     kind = ""
     #: records per request that the destination handles comfortably (sync may send fewer)
     batch_size = 1000
+    #: the receiver must see records in outbox order: one batch in flight at a time
+    ordered = False
 
     def __init__(self, url, options: dict):
         self.url = url

@@ -69,6 +69,7 @@ def message(record: dict) -> tuple[str, bytes]:
 class WebhookDestination(Destination):
     kind = "webhook"
     batch_size = 100
+    ordered = True
 
     def __init__(self, url, options):
         super().__init__(url, options)

@@ -154,6 +154,7 @@ class AuditOptions:
     log_max_bytes: int | None = None
     log_max_backups: int = 0
     webhook_url: str | None = None
+    webhook_token: str | None = None  # bearer token, as a webhook kubeconfig's user carries it
     batch_size: int = 400          # --audit-webhook-batch-max-size
     batch_max_wait: float = 30.0   # --audit-webhook-batch-max-wait
     retry_backoff: float = 10.0    # --audit-webhook-initial-backoff
@@ -259,8 +260,10 @@ class AuditPipeline:
     def _post(self, events: list[dict]) -> bool:
         body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1",
                            "metadata": {}, "items": events}, separators=(",", ":")).encode()
-        req = urllib.request.Request(self.opts.webhook_url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.opts.webhook_token:
+            headers["Authorization"] = f"Bearer {self.opts.webhook_token}"
+        req = urllib.request.Request(self.opts.webhook_url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 resp.read()

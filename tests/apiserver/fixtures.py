@@ -125,6 +125,7 @@ class ApiServerHandle:
 
 def _build(tmp: Path, *, policy: str | None = None, clock: Any = None, audit_log: bool | str = True,
            log_max_bytes: int | None = None, log_max_backups: int = 0, webhook_url: str | None = None,
+           webhook_token: str | None = None,
            batch_size: int = 400, batch_max_wait: float = 30.0, skew: float = 0.0, lag: float = 0.0, lag_jitter: float = 0.0,
            reorder: bool = False, duplicate_rate: float = 0.0, log_duplicate_rate: float = 0.0, seed: int = 0,
            ground_truth: bool | str = True, tokens: dict | None = None, watch_max_seconds: float = 10.0,
@@ -136,7 +137,8 @@ def _build(tmp: Path, *, policy: str | None = None, clock: Any = None, audit_log
         policy_text=policy, clock=clock or OffsetClock(), ground_truth_path=gt_path, tokens=tokens,
         watch_max_seconds=watch_max_seconds, cert_dir=str(tmp / "tls"),
         audit=AuditOptions(log_path=log_path, log_max_bytes=log_max_bytes, log_max_backups=log_max_backups,
-                           webhook_url=webhook_url, batch_size=batch_size, batch_max_wait=batch_max_wait,
+                           webhook_url=webhook_url, webhook_token=webhook_token, batch_size=batch_size,
+                           batch_max_wait=batch_max_wait,
                            skew=skew, lag=lag, lag_jitter=lag_jitter, reorder=reorder, duplicate_rate=duplicate_rate,
                            log_duplicate_rate=log_duplicate_rate, seed=seed, retry_backoff=retry_backoff))
     return ApiServer(opts)
