@@ -320,3 +320,34 @@ def test_bad_forwarding_is_refused_before_serving(tmp_path, args, config, messag
     assert proc.stderr.startswith("error: --forward") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "c.db").exists()  # refused before the database was touched
+
+
+def test_the_central_audit_outcome_is_forwarded(db_url, opensearch, request, tmp_path):
+    from .test_collector_audit import WEBHOOK, cluster_token, event, event_list
+
+    index = _index(request)
+    os_url = f"opensearch://127.0.0.1:{opensearch.rsplit(':', 1)[1]}/{index}"
+    c = Collector(db_url, args=forwarding(os_url) + ("--audit-delay", "0.1")).start()
+    try:
+        token, admin = issue(db_url, "alice"), issue(db_url, "root", "admin")
+        source = cluster_token(db_url, "prod-eu", "https://prod-eu.example:6443")
+        local = Local(tmp_path)
+        rec = synthetic(1, server="https://prod-eu.example:6443", ended_at="2026-05-28T20:26:40.400Z")[0]
+        local.add([rec])
+        local.cli(c.url, token, "push", "--wait")
+        assert settled(c, admin, os_url, 1)["delivered"] >= 1
+
+        # The API server's events for that run, and later traffic that shows the source caught up.
+        get = event("e1", ts="2026-05-28T20:26:40.150000Z", verb="get", requestURI="/api/v1/namespaces/default/pods/web-0",
+                    objectRef={"resource": "pods", "namespace": "default", "name": "web-0", "apiVersion": "v1"})
+        later = event("e2", ts="2026-05-28T20:27:40.000000Z", ua="kube-controller-manager/v1.32.4")
+        assert c.post(WEBHOOK, source, data=event_list(get, later)).status_code == 200
+        deadline = time.monotonic() + 30  # queued again once correlated, and delivered
+        while (doc := os_search(opensearch, index)[0]["_source"])["audit"] is None or \
+                doc["audit"]["status"] != "strong":
+            assert time.monotonic() < deadline, doc["audit"]
+            time.sleep(0.05)
+        assert doc["audit"]["central"]["cluster"] == "prod-eu"
+        assert [e["audit_id"] for e in doc["audit"]["events"]] == ["e1"]
+    finally:
+        c.kill(signal.SIGTERM)

@@ -35,6 +35,7 @@ from ..audit.importer import MARKER_PREFIX, Sink, ua_product
 from ..audit.unmatched import unmatched
 from ..record import rfc3339
 from ..store import FIELDS
+from . import forward
 from .storage import Access, BadQuery, Storage, column_list, glob_to_like, now_text
 from .webhook import EV_COLUMNS, MAX_TS, event_from_row
 
@@ -174,6 +175,13 @@ def correlate_window(storage: Storage, cluster: str, server: str, a: float, b: f
         conn.close()
     at = now_text()
     with storage.transaction() as tx:
+        if storage.forward_to:  # a changed outcome goes to the destinations again, as a late end does
+            before = {}
+            for start in range(0, len(outcomes), 500):
+                chunk = [o[0] for o in outcomes[start:start + 500]]
+                before.update(tx.all(f"SELECT record_id, audit FROM record_audit WHERE record_id IN"
+                                     f" ({', '.join('?' * len(chunk))})", chunk))
+            forward.queue(storage, tx, [rid for rid, _, audit, _ in outcomes if before.get(rid) != audit])
         tx.executemany("INSERT INTO record_audit (record_id, cluster, started_at, status, audit, correlated_at)"
                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id) DO UPDATE SET cluster = excluded.cluster,"
                        " status = excluded.status, audit = excluded.audit, correlated_at = excluded.correlated_at",

@@ -284,6 +284,9 @@ class Forwarder:
 
 
 def _records(tx, ids: list[str]) -> dict[str, dict]:
+    """The records as /v1/records shows them: with the collector's own audit outcome."""
+    from .central import attach_outcomes  # central queues through this module
+
     out = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
@@ -291,6 +294,7 @@ def _records(tx, ids: list[str]) -> dict[str, dict]:
                           chunk):
             record = _output(row)
             out[record["id"]] = record
+    attach_outcomes(tx, list(out.values()))
     return out
 
 
