@@ -239,6 +239,13 @@ def m006_audit(db) -> None:
     db.execute("CREATE INDEX records_server_started ON records (server, started_at)")
 
 
+@migration
+def m007_audit_response_kind(db) -> None:
+    """The kind of each imported call's responseObject (RequestResponse level; '' when the
+    source does not say): `kubectl get` asks for a Table, other commands for the object."""
+    db.execute("ALTER TABLE audit_events ADD COLUMN response_kind TEXT NOT NULL DEFAULT ''")
+
+
 def rebuild_search(conn: sqlite3.Connection) -> None:
     """Re-derive records_fts and record_names from records (after VACUUM or a bulk repair)."""
     conn.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")

@@ -20,10 +20,11 @@ def rec(rid: str, argv: list[str], start: float, end: float) -> corr.Rec:
     return corr.Rec(rid, start, end, d, expect.expect(d), "alice", None)
 
 
-def ev(aid: str, t: float, verb: str, sub: str = "", manager: str = "", resource: str = "pods") -> tuple:
-    # the columns of correlate._EV_COLS
+def ev(aid: str, t: float, verb: str, sub: str = "", manager: str = "", resource: str = "pods",
+       kind: str = "") -> tuple:
+    # the columns of correlate._EV_COLS (kind: the responseObject's, logged at RequestResponse level)
     return (aid, t, verb, "alice", "", "kubectl/v1.32.4", resource, sub, "default", POD if verb != "list" else "",
-            "", 200, "allow", "/api/v1/namespaces/default/pods", 3, manager)
+            "", 200, "allow", "/api/v1/namespaces/default/pods", 3, manager, kind)
 
 
 @pytest.mark.parametrize("argv,calls,fits", [
@@ -77,3 +78,32 @@ def test_the_same_call_from_two_commands_at_once_stays_ambiguous():
     assert [e[0] for e, _ in x.unique] == ["p"]
     assert sorted(e[0] for e, _ in x.shared) == sorted(e[0] for e, _ in y.shared) == ["g1", "g2"]
     assert corr.status_of(x, True)[0] == corr.status_of(y, True)[0] == "ambiguous"
+
+
+@pytest.mark.parametrize("argv,kind,fits", [
+    (["get", "pod", POD], "Table", True),          # kubectl get asks for Table rows
+    (["get", "pod", POD], "Pod", False),
+    (["get", "pod", POD, "-o", "wide"], "Table", True),
+    (["get", "pod", POD, "-o", "yaml"], "Table", False),  # -o yaml/json/name…: the object
+    (["get", "pod", POD, "-o", "yaml"], "Pod", True),
+    (["get", "pod", POD, "--server-print=false"], "Pod", True),
+    (["describe", "pod", POD], "Table", False),
+    (["logs", POD], "Pod", True),
+    (["label", "pod", POD, "a=b"], "Table", False),
+    (["get", "pod", POD], "Status", True),         # an error answers a Status, whatever was asked
+    (["describe", "pod", POD], "", True),          # Metadata level: not known
+])
+def test_the_response_kind_tells_a_get_from_commands_that_read_the_object(argv, kind, fits):
+    r = rec("x", argv, 0.0, 1.0)
+    assert (expect.score(r.exp, "pods", "", "get", "default", POD, response_kind=kind) > 0) is fits
+
+
+def test_a_table_answer_settles_what_the_same_get_leaves_ambiguous():
+    # as above, but logged at RequestResponse level: the GET answered with a Table is `get pod`'s
+    x = rec("x", ["label", "pod", POD, "a=b"], 0.0, 1.0)
+    y = rec("y", ["get", "pod", POD], 0.0, 1.0)
+    evs = [ev("g1", 0.2, "get", kind="Table"), ev("g2", 0.3, "get", kind="Pod"),
+           ev("p", 0.4, "patch", manager="kubectl-label", kind="Pod")]
+    corr.assign([x, y], evs, 0.0, 0.01)
+    assert sorted(e[0] for e, _ in x.unique) == ["g2", "p"] and [e[0] for e, _ in y.unique] == ["g1"]
+    assert not x.shared and not y.shared

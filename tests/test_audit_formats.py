@@ -215,6 +215,20 @@ def test_repeated_audit_id_and_stage_are_ignored(tmp_path):
     assert row == (1 | 4, 3, 200)
 
 
+def test_the_response_kind_is_kept_from_whichever_stage_logs_it(tmp_path):
+    # RequestResponse level: only ResponseComplete carries the responseObject (a Table for
+    # `kubectl get`'s own printing); the RequestReceived stage arriving later does not erase it
+    conn = _conn(tmp_path)
+    table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "rows": []}
+    lines = [event(audit_id="t1", level="RequestResponse", responseObject=table),
+             event(audit_id="t1", stage="RequestReceived"), event(audit_id="m1")]
+    c = Counters()
+    import_stream(io.BufferedReader(io.BytesIO(("\n".join(map(json.dumps, lines)) + "\n").encode())),
+                  Sink(conn, "https://k", c), c)
+    rows = dict(conn.execute("SELECT audit_id, response_kind FROM audit_events"))
+    assert rows == {"t1": "Table", "m1": ""}
+
+
 def test_gzip_and_resume_positions(tmp_path):
     conn = _conn(tmp_path)
     gz = tmp_path / "audit-old.log.gz"

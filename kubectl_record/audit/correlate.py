@@ -50,7 +50,7 @@ MAX_EVENTS_LISTED = 500
 _REC_COLS = ("id", "started_at", "ended_at", "verb", "resource", "names", "namespace", "all_namespaces",
              "context", "user", "argv", "local_only", "exit_code", "identity", "impersonate", "state")
 _EV_COLS = ("audit_id", "ts", "verb", "user", "impersonated", "ua", "resource", "subresource", "namespace",
-            "name", "api_group", "code", "decision", "path", "rank", "manager")
+            "name", "api_group", "code", "decision", "path", "rank", "manager", "response_kind")
 
 
 @dataclass
@@ -139,7 +139,7 @@ def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW)
         for r in srt[lo:hi]:
             if r.end + max_skew < ts or r.marked or not _user_ok(r, ev):
                 continue
-            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "") >= 2:
+            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "") >= 2:
                 fits.append(r)
                 if len(fits) > 50:
                     break
@@ -278,7 +278,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
         for r in srt[lo:hi]:
             if r.marked or r.exact or r.end - tail < t or r.start + lead > t or not _user_ok(r, ev):
                 continue
-            s = _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "")
+            s = _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "")
             if s > best:
                 best, cands = s, [r]
             elif s == best and s:

@@ -34,6 +34,7 @@ class Expect:
     get_order: str | None = None            # "first": those GETs precede its other calls; "last": follow them
     paths: frozenset = frozenset()          # non-resource paths that are its own calls (score 2)
     plan: tuple | None = None               # its resource calls in order, see _plan (None: not known)
+    table: bool | None = None               # answered with Table rows (True) or objects (False), see _table
 
 
 def _res_list(resource: str | None) -> frozenset | None:
@@ -122,6 +123,7 @@ def _expect_full(record: dict) -> Expect:
         verb = record.get("verb") or ""
         p = kubectl_args.parse(record.get("argv") or [])
         e.managers = _managers(verb, p.flags)
+        e.table = _table(verb, dict(p.flags))
         flags = {n for n, _ in p.flags}
         if e.names and not flags & {"--watch", "-w", "--follow", "-f", "--filename"}:
             e.gets, e.get_order = _GETS.get(verb, (None, None))
@@ -190,6 +192,18 @@ def follows_plan(exp: Expect, evs: list) -> bool:
         else:
             return False
     return True
+
+
+def _table(verb: str, flags: dict) -> bool | None:
+    """Does the command ask for Table rows (`kubectl get`'s own printing: no -o, or -o wide) or
+    for whole objects? An audit event at RequestResponse level shows which it got (responseObject
+    kind Table or not), where the request itself is the same GET. None: not known."""
+    if verb == "get":
+        if "--raw" in flags:
+            return None
+        return (flags.get("--output") or "") in ("", "wide") and flags.get("--server-print") != "false" \
+            and "--template" not in flags
+    return False if verb in _GETS else None
 
 
 # GETs of each named object, checked with the real kubectl against the test server.
@@ -286,10 +300,13 @@ def _expect(record: dict) -> Expect:
 
 
 def score(exp: Expect, resource: str, subresource: str, verb: str, namespace: str, name: str,
-          manager: str = "", path: str = "") -> int:
+          manager: str = "", path: str = "", response_kind: str = "") -> int:
     """0..3, see the module docstring."""
     if not exp.calls:
         return 0
+    if response_kind and response_kind != "Status" and exp.table is not None \
+            and (response_kind == "Table") != exp.table:
+        return 0  # a Table where the command reads objects, or the reverse (errors answer a Status)
     if manager and exp.managers is not None and manager not in exp.managers:
         return 0
     if not resource:

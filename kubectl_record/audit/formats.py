@@ -59,6 +59,7 @@ class Ev(NamedTuple):
     decision: str
     path: str            # requestURI without the query
     manager: str = ""    # the fieldManager query parameter (writes), e.g. kubectl-label
+    response_kind: str = ""  # responseObject's kind (RequestResponse level), e.g. Table, Pod, Status
 
 
 class Counters:
@@ -155,6 +156,8 @@ def from_event(obj: dict) -> Ev | None:
     uri = _s(obj.get("requestURI"))
     q = uri.find("?")
     path = uri if q < 0 else uri[:q]
+    ro = obj.get("responseObject")
+    response_kind = _s(ro.get("kind"))[:64] if isinstance(ro, dict) else ""
     manager = ""
     if q >= 0:
         m = uri.find("fieldManager=", q)
@@ -163,7 +166,8 @@ def from_event(obj: dict) -> Ev | None:
             manager = uri[m + 13:end if end >= 0 else len(uri)][:128]
     return Ev(audit_id, stage, ts, _s(obj.get("verb")), username, impname, _s(obj.get("userAgent")),
               _s(ref.get("resource")), _s(ref.get("subresource")), _s(ref.get("namespace")),
-              _s(ref.get("name")), _s(ref.get("apiGroup")), code, decision, path[:512], manager)
+              _s(ref.get("name")), _s(ref.get("apiGroup")), code, decision, path[:512], manager,
+              response_kind)
 
 
 # Events of other clients (controllers, Dashboard…) only count per user agent and user: they
