@@ -350,7 +350,7 @@ def test_one_pass_at_a_time_per_cluster(db_url):
 
 def test_unmatched_requests_reach_the_alerts_once(db_url):
     from kubectl_record.alerts import audit_view
-    from kubectl_record.collector.central import claim_unmatched
+    from kubectl_record.collector.central import Correlator, claim_unmatched
     from kubectl_record.collector.webhook import register_source, store_batch
 
     one, two = open_storage(db_url), open_storage(db_url)
@@ -359,6 +359,8 @@ def test_unmatched_requests_reach_the_alerts_once(db_url):
         discovery = event("d1", objectRef=None, requestURI="/api", verb="get")
         store_batch(one, "c1", event_list(event("e1", "RequestReceived"), event("e1"), event("e2"), discovery))
         t = 1_772_359_200.0  # the events' time (2026-03-01T10:00:00Z)
+        assert claim_unmatched(one, settle=300.0, now=t + 400) == []  # not correlated yet: its record may be here
+        assert Correlator(one, delay=0.0).run_due() == 1
         assert claim_unmatched(one, settle=300.0, now=t + 100) == []  # its record may still be on its way
         handed = claim_unmatched(one, settle=300.0, now=t + 400)
         assert claim_unmatched(two, settle=300.0, now=t + 400) == []

@@ -322,12 +322,12 @@ def test_bad_forwarding_is_refused_before_serving(tmp_path, args, config, messag
     assert not (tmp_path / "c.db").exists()  # refused before the database was touched
 
 
-def test_the_central_audit_outcome_is_forwarded(db_url, opensearch, request, tmp_path):
+def test_central_audit_outcomes_and_unrecorded_kubectl_activity_are_forwarded(db_url, opensearch, request, tmp_path):
     from .test_collector_audit import WEBHOOK, cluster_token, event, event_list
 
     index = _index(request)
     os_url = f"opensearch://127.0.0.1:{opensearch.rsplit(':', 1)[1]}/{index}"
-    c = Collector(db_url, args=forwarding(os_url) + ("--audit-delay", "0.1")).start()
+    c = Collector(db_url, args=forwarding(os_url) + ("--audit-delay", "0.1", "--unmatched-after", "0.5")).start()
     try:
         token, admin = issue(db_url, "alice"), issue(db_url, "root", "admin")
         source = cluster_token(db_url, "prod-eu", "https://prod-eu.example:6443")
@@ -341,13 +341,23 @@ def test_the_central_audit_outcome_is_forwarded(db_url, opensearch, request, tmp
         get = event("e1", ts="2026-05-28T20:26:40.150000Z", verb="get", requestURI="/api/v1/namespaces/default/pods/web-0",
                     objectRef={"resource": "pods", "namespace": "default", "name": "web-0", "apiVersion": "v1"})
         later = event("e2", ts="2026-05-28T20:27:40.000000Z", ua="kube-controller-manager/v1.32.4")
-        assert c.post(WEBHOOK, source, data=event_list(get, later)).status_code == 200
+        # …and a kubectl run the recorder never saw: it becomes a document of its own.
+        bypass = event("e3", ts="2026-05-28T20:27:00.000000Z", verb="delete",
+                       requestURI="/api/v1/namespaces/default/pods/db-0", responseStatus={"code": 200},
+                       objectRef={"resource": "pods", "namespace": "default", "name": "db-0", "apiVersion": "v1"})
+        assert c.post(WEBHOOK, source, data=event_list(get, later, bypass)).status_code == 200
         deadline = time.monotonic() + 30  # queued again once correlated, and delivered
-        while (doc := os_search(opensearch, index)[0]["_source"])["audit"] is None or \
-                doc["audit"]["status"] != "strong":
-            assert time.monotonic() < deadline, doc["audit"]
+        while len(docs := {h["_id"]: h["_source"] for h in os_search(opensearch, index)}) < 2 or \
+                (docs[rec["id"]]["audit"] or {}).get("status") != "strong":
+            assert time.monotonic() < deadline, docs
             time.sleep(0.05)
+        doc = docs[rec["id"]]
         assert doc["audit"]["central"]["cluster"] == "prod-eu"
         assert [e["audit_id"] for e in doc["audit"]["events"]] == ["e1"]
+        unrecorded = docs["audit-e3"]
+        assert (unrecorded["source"], unrecorded["audit"]["status"], unrecorded["cluster"], unrecorded["verb"],
+                unrecorded["names"], unrecorded["identity"], unrecorded["exit_code"]) == \
+            ("audit", "unmatched", "prod-eu", "delete", ["db-0"], "alice", None)
+        assert set(docs) == {rec["id"], "audit-e3"}  # the controller's request is no kubectl activity
     finally:
         c.kill(signal.SIGTERM)

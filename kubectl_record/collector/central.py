@@ -237,9 +237,9 @@ class Correlator:
             finally:
                 _release(self.storage, cluster, gen, ok, self.clock())
             passes += 1
-        if self.on_unmatched is not None:
+        if self.on_unmatched is not None or self.storage.forward_to:
             events = claim_unmatched(self.storage, self.settle, self.clock())
-            if events:
+            if events and self.on_unmatched is not None:
                 self.on_unmatched(events)
         return passes
 
@@ -353,22 +353,65 @@ def claim_unmatched(storage: Storage, settle: float = SETTLE, now: float | None 
     now = time.time() if now is None else now
     out = []
     with storage.transaction() as tx:
+        # Not while a correlation pass is due over its time: a batch that came late (a webhook's
+        # backlog) is older than SETTLE on arrival, and its record may be right there.
         rows = tx.all("SELECT r.cluster, r.audit_id, r.resource, s.server FROM audit_requests r JOIN audit_sources s"
                       " ON s.cluster = r.cluster WHERE r.record_id IS NULL AND r.link IS NULL AND r.alerted = 0"
-                      " AND r.ts < ? ORDER BY r.ts LIMIT ?", (now - settle, limit))
+                      " AND r.ts < ? AND (s.dirty_lo IS NULL OR r.ts < s.dirty_lo - ? OR r.ts > s.dirty_hi + ?)"
+                      " ORDER BY r.ts LIMIT ?", (now - settle, PAD, PAD, limit))
         for cluster, audit_id, resource, server in rows:
             if tx.execute("UPDATE audit_requests SET alerted = 1 WHERE cluster = ? AND audit_id = ? AND alerted = 0",
                           (cluster, audit_id)) != 1 or not resource:
                 continue  # another instance handed it out first; or discovery
-            stages = tx.all(f"SELECT {', '.join(_EV_COLUMNS)} FROM audit_events WHERE cluster = ? AND audit_id = ?",
-                            (cluster, audit_id))
-            if not stages:
-                continue
-            ev = max((event_from_row(s) for s in stages), key=lambda e: (e.code is not None, STAGE_RANK.get(e.stage, 0)))
-            out.append({"audit_id": audit_id, "cluster": cluster, "server": server, "time": rfc3339(ev.ts),
-                        "user": ev.user, "impersonated_user": ev.impersonated or None, "user_agent": ev.user_agent,
-                        "verb": ev.verb, "resource": ev.resource, "subresource": ev.subresource or None,
-                        "namespace": ev.namespace or None, "name": ev.name or None, "code": ev.code,
-                        "stage": ev.stage, "unmatched": True})
+            ev = _unmatched_event(tx, cluster, server, audit_id)
+            if ev is not None:
+                out.append(ev)
+        if out and storage.forward_to:  # to the destinations too, as documents of their own
+            forward.queue(storage, tx, [UNMATCHED_ID + ev["audit_id"] for ev in out])
+    return out
+
+
+def _unmatched_event(tx, cluster: str, server: str, audit_id: str) -> dict | None:
+    stages = tx.all(f"SELECT {', '.join(_EV_COLUMNS)} FROM audit_events WHERE cluster = ? AND audit_id = ?",
+                    (cluster, audit_id))
+    if not stages:
+        return None
+    ev = max((event_from_row(s) for s in stages), key=lambda e: (e.code is not None, STAGE_RANK.get(e.stage, 0)))
+    return {"audit_id": audit_id, "cluster": cluster, "server": server, "time": rfc3339(ev.ts),
+            "user": ev.user, "impersonated_user": ev.impersonated or None, "user_agent": ev.user_agent,
+            "verb": ev.verb, "resource": ev.resource, "subresource": ev.subresource or None,
+            "namespace": ev.namespace or None, "name": ev.name or None, "code": ev.code,
+            "stage": ev.stage, "unmatched": True}
+
+
+# Forwarded documents of server-side kubectl requests without a record: `audit-<auditID>`.
+UNMATCHED_ID = "audit-"
+
+
+def unmatched_documents(tx, ids: list[str]) -> dict[str, dict]:
+    """Documents for the destinations, shaped like records so that every encoder and dashboard
+    takes them: `source` is `audit` and `audit.status` is `unmatched`; what the server knows is
+    filled in (time, cluster, server, identity, verb, resource, namespace, name, its status code),
+    what only a client knows (command line, exit status, kubeconfig, host) is null."""
+    out = {}
+    for doc_id in ids:
+        audit_id = doc_id[len(UNMATCHED_ID):]
+        row = tx.one("SELECT r.cluster, s.server FROM audit_requests r JOIN audit_sources s ON s.cluster = r.cluster"
+                     " WHERE r.audit_id = ?", (audit_id,))
+        ev = _unmatched_event(tx, row[0], row[1], audit_id) if row else None
+        if ev is None:
+            continue  # deleted since (retention)
+        name = ev["name"]
+        out[doc_id] = {
+            **dict.fromkeys(FIELDS), "id": doc_id, "started_at": ev["time"], "source": "audit", "state": "unmatched",
+            "cluster": ev["cluster"], "server": ev["server"], "identity": ev["user"], "verb": ev["verb"],
+            "resource": ev["resource"], "names": [name] if name else [], "namespace": ev["namespace"],
+            "mutating": ev["verb"] not in ("get", "list", "watch"),
+            "command": f"{ev['verb']} {ev['resource']}{'/' + name if name else ''} (server side, no record)",
+            "user_agent": ev["user_agent"],
+            "audit": {"status": "unmatched", "events": [{
+                "audit_id": audit_id, "verb": ev["verb"], "resource": ev["resource"], "namespace": ev["namespace"],
+                "name": name, "code": ev["code"], "decision": None}]},
+        }
     return out
 

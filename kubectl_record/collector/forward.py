@@ -285,16 +285,17 @@ class Forwarder:
 
 def _records(tx, ids: list[str]) -> dict[str, dict]:
     """The records as /v1/records shows them: with the collector's own audit outcome."""
-    from .central import attach_outcomes  # central queues through this module
+    from .central import UNMATCHED_ID, attach_outcomes, unmatched_documents  # central queues through this module
 
-    out = {}
+    out = unmatched_documents(tx, [i for i in ids if i.startswith(UNMATCHED_ID)])
+    ids = [i for i in ids if not i.startswith(UNMATCHED_ID)]
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         for row in tx.all(f"SELECT {column_list(COLUMNS)} FROM records WHERE id IN ({', '.join('?' * len(chunk))})",
                           chunk):
             record = _output(row)
             out[record["id"]] = record
-    attach_outcomes(tx, list(out.values()))
+    attach_outcomes(tx, [r for r in out.values() if r["source"] != "audit"])
     return out
 
 

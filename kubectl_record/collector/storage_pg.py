@@ -70,7 +70,7 @@ AUDIT_DDL = [
     " kubectl INTEGER NOT NULL, ts DOUBLE PRECISION NOT NULL, verb TEXT NOT NULL, user_name TEXT NOT NULL,"
     " impersonated TEXT NOT NULL, ua TEXT NOT NULL, resource TEXT NOT NULL, subresource TEXT NOT NULL,"
     " namespace TEXT NOT NULL, name TEXT NOT NULL, api_group TEXT NOT NULL, code INTEGER, decision TEXT NOT NULL,"
-    " path TEXT NOT NULL, manager TEXT NOT NULL, received_at TEXT NOT NULL,"
+    " path TEXT NOT NULL, manager TEXT NOT NULL, response_kind TEXT NOT NULL DEFAULT '', received_at TEXT NOT NULL,"
     " PRIMARY KEY (cluster, audit_id, stage))",
     "CREATE INDEX audit_events_ts ON audit_events (cluster, kubectl, ts)",
     "CREATE TABLE audit_requests (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,"

@@ -32,7 +32,8 @@ _CLIENT_STAGES = ("ResponseComplete", "Panic")
 EV_COLUMNS = {"audit_id": "audit_id", "stage": "stage", "ts": "ts", "verb": "verb", "user": "user_name",
               "impersonated": "impersonated", "user_agent": "ua", "resource": "resource",
               "subresource": "subresource", "namespace": "namespace", "name": "name", "api_group": "api_group",
-              "code": "code", "decision": "decision", "path": "path", "manager": "manager"}
+              "code": "code", "decision": "decision", "path": "path", "manager": "manager",
+              "response_kind": "response_kind"}
 _EVENT_COLUMNS = ("cluster", "kubectl", *EV_COLUMNS.values(), "received_at")
 _INSERT_EVENT = (f"INSERT INTO audit_events ({', '.join(_EVENT_COLUMNS)})"
                  f" VALUES ({', '.join('?' * len(_EVENT_COLUMNS))}) ON CONFLICT DO NOTHING")
