@@ -29,6 +29,8 @@ REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
 FAILED = "exit_code:[1 TO *]"
 MUTATING = "mutating:true AND dry_run:false"
 UNMATCHED = "audit.status:(missing OR ambiguous OR partial)"
+# What the collector forwards of server-side kubectl requests that no record explains.
+UNRECORDED = "source:audit AND audit.status:unmatched"
 
 
 def _search_source(query: str) -> dict:
@@ -91,6 +93,9 @@ def kibana_objects() -> list[dict]:
         _vis("kr-audit-unmatched", "Audit: commands without a server-side match", "table", UNMATCHED,
              [_count(), _terms("2", "audit.status.keyword", size=10), _terms("3", "cluster.keyword", size=20),
               _terms("4", "user.keyword", size=20)], {"perPage": 20}),
+        _vis("kr-audit-unrecorded", "Audit: server-side kubectl activity without a record", "table", UNRECORDED,
+             [_count(), _terms("2", "cluster.keyword", size=20), _terms("3", "identity.keyword", size=20),
+              _terms("4", "verb.keyword", size=20)], {"perPage": 20}),
         _search("kr-search-mutating", "kubectl: mutating commands", MUTATING,
                 ["cluster", "context", "namespace", "user", "identity", "host", "command", "exit_code",
                  "audit.status"]),
@@ -105,7 +110,8 @@ def kibana_objects() -> list[dict]:
               ("kr-failures", "visualization", 24, 26, 24, 12),
               ("kr-audit-unmatched", "visualization", 0, 38, 24, 14),
               ("kr-search-mutating", "search", 24, 38, 24, 14),
-              ("kr-search-failures", "search", 0, 52, 48, 14)]
+              ("kr-audit-unrecorded", "visualization", 0, 52, 24, 14),
+              ("kr-search-failures", "search", 24, 52, 24, 14)]
     for i, (oid, otype, x, y, w, h) in enumerate(layout, 1):
         panels.append({"panelIndex": str(i), "gridData": {"x": x, "y": y, "w": w, "h": h, "i": str(i)},
                        "embeddableConfig": {}, "panelRefName": f"panel_{i}", "version": "8.11.0"})
@@ -113,7 +119,8 @@ def kibana_objects() -> list[dict]:
     objects.append({
         "id": "kr-dashboard", "type": "dashboard",
         "attributes": {"title": "kubectl-record: kubectl activity", "description":
-                       "Activity per cluster, mutating commands, failures and commands the audit log does not match",
+                       "Activity per cluster, mutating commands, failures, and what the audit log and the records"
+                       " do not match on either side",
                        "panelsJSON": json.dumps(panels), "optionsJSON": json.dumps({"useMargins": True}),
                        "timeRestore": True, "timeFrom": "now-7d", "timeTo": "now", "version": 1,
                        "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
@@ -157,7 +164,10 @@ def grafana_dashboard() -> dict:
         _panel(6, "Failed commands", "logs", f'{SEL} | exit_code=~"[1-9][0-9]*"', (12, 26, 12, 8),
                options={"showTime": True, "enableLogDetails": True}),
         _panel(7, "Audit: commands without a server-side match", "logs",
-               f'{SEL} | audit_status=~"missing|ambiguous|partial"', (0, 34, 24, 10),
+               f'{SEL} | audit_status=~"missing|ambiguous|partial"', (0, 34, 12, 10),
+               options={"showTime": True, "enableLogDetails": True}),
+        _panel(8, "Audit: server-side kubectl activity without a record", "logs",
+               f'{SEL} | source="audit" | audit_status="unmatched"', (12, 34, 12, 10),
                options={"showTime": True, "enableLogDetails": True}),
     ]
     return {

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from kubectl_record.collector.central import unmatched_document
 from kubectl_record.destinations import loki, open_destination
 
 from .test_destinations_kit import opensearch, records, rich_record  # noqa: F401  (fixture)
@@ -42,7 +43,13 @@ def corpus() -> list[dict]:
                       audit={"status": "missing", "events": []})
             + records(2, cluster="prod-us-1", verb="apply", mutating=True, dry_run=True, exit_code=0,
                       audit={"status": "none", "events": []})
-            + [rich_record(), rich_record(id="rich-amb", audit={"status": "ambiguous", "events": []})])
+            + [rich_record(), rich_record(id="rich-amb", audit={"status": "ambiguous", "events": []})]
+            + [unmatched_document(
+                {"audit_id": f"u-{i}", "cluster": "prod-eu", "server": "https://prod-eu:6443", "time": r["started_at"],
+                 "user": "mallory", "impersonated_user": None, "user_agent": "kubectl/v1.32.4 (linux/amd64)",
+                 "verb": verb, "resource": "secrets", "subresource": None, "namespace": "prod", "name": "db",
+                 "code": 200, "stage": "ResponseComplete", "unmatched": True})
+               for i, (verb, r) in enumerate(zip(("get", "delete"), records(2)))])
 
 
 def test_files_are_what_generate_py_writes():
@@ -166,9 +173,10 @@ def test_every_kibana_field_exists_in_what_bulk_delivered(opensearch):
                              timeout=10).json()["count"]
     gen = _generator()
     assert count(gen.FAILED) == sum(1 for r in recs if r["exit_code"] not in (0, None))
-    assert count(gen.MUTATING) == sum(1 for r in recs if r["mutating"] and not r["dry_run"])
+    assert count(gen.MUTATING) == sum(1 for r in recs if r["mutating"] and r["dry_run"] is False)
     assert count(gen.UNMATCHED) == sum(1 for r in recs if (r["audit"] or {}).get("status") in
                                        ("missing", "ambiguous", "partial"))
+    assert count(gen.UNRECORDED) == sum(1 for r in recs if r["source"] == "audit") == 2
 
 
 # --- Grafana (Loki) --------------------------------------------------------------------------------
@@ -234,6 +242,7 @@ def test_every_grafana_query_uses_what_the_loki_body_carries():
 
     recs = corpus()
     assert len(selected("Failed commands")) == sum(1 for r in recs if r["exit_code"] not in (0, None))
-    assert len(selected("Mutating commands")) == sum(1 for r in recs if r["mutating"] and not r["dry_run"])
+    assert len(selected("Mutating commands")) == sum(1 for r in recs if r["mutating"] and r["dry_run"] is False)
     assert len(selected("Audit: commands without a server-side match")) == sum(
         1 for r in recs if (r["audit"] or {}).get("status") in ("missing", "ambiguous", "partial"))
+    assert len(selected("Audit: server-side kubectl activity without a record")) == 2

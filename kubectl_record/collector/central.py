@@ -399,19 +399,23 @@ def unmatched_documents(tx, ids: list[str]) -> dict[str, dict]:
         row = tx.one("SELECT r.cluster, s.server FROM audit_requests r JOIN audit_sources s ON s.cluster = r.cluster"
                      " WHERE r.audit_id = ?", (audit_id,))
         ev = _unmatched_event(tx, row[0], row[1], audit_id) if row else None
-        if ev is None:
-            continue  # deleted since (retention)
-        name = ev["name"]
-        out[doc_id] = {
-            **dict.fromkeys(FIELDS), "id": doc_id, "started_at": ev["time"], "source": "audit", "state": "unmatched",
-            "cluster": ev["cluster"], "server": ev["server"], "identity": ev["user"], "verb": ev["verb"],
-            "resource": ev["resource"], "names": [name] if name else [], "namespace": ev["namespace"],
-            "mutating": ev["verb"] not in ("get", "list", "watch"),
-            "command": f"{ev['verb']} {ev['resource']}{'/' + name if name else ''} (server side, no record)",
-            "user_agent": ev["user_agent"],
-            "audit": {"status": "unmatched", "events": [{
-                "audit_id": audit_id, "verb": ev["verb"], "resource": ev["resource"], "namespace": ev["namespace"],
-                "name": name, "code": ev["code"], "decision": None}]},
-        }
+        if ev is not None:  # else deleted since (retention)
+            out[doc_id] = unmatched_document(ev)
     return out
+
+
+def unmatched_document(ev: dict) -> dict:
+    """One unmatched request (as claim_unmatched returns it) as a records-shaped document."""
+    name = ev["name"]
+    return {
+        **dict.fromkeys(FIELDS), "id": UNMATCHED_ID + ev["audit_id"], "started_at": ev["time"], "source": "audit",
+        "state": "unmatched", "cluster": ev["cluster"], "server": ev["server"], "identity": ev["user"],
+        "verb": ev["verb"], "resource": ev["resource"], "names": [name] if name else [],
+        "namespace": ev["namespace"], "mutating": ev["verb"] not in ("get", "list", "watch"),
+        "command": f"{ev['verb']} {ev['resource']}{'/' + name if name else ''} (server side, no record)",
+        "user_agent": ev["user_agent"],
+        "audit": {"status": "unmatched", "events": [{
+            "audit_id": ev["audit_id"], "verb": ev["verb"], "resource": ev["resource"], "namespace": ev["namespace"],
+            "name": name, "code": ev["code"], "decision": None}]},
+    }
 
