@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 
-from . import forward
+from . import forward, webhook
 from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
 from .storage_sqlite import CHAINED_COLUMNS, _INTEGER, _NOT_NULL
 
@@ -59,35 +59,8 @@ DDL = [
     " EXECUTE FUNCTION kr_append_only()",
 ]
 
-# Version 2, as AUDIT_DDL in storage_sqlite.py (times as DOUBLE PRECISION: REAL would round epochs).
-AUDIT_DDL = [
-    "CREATE TABLE audit_sources (cluster TEXT PRIMARY KEY, server TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,"
-    " events BIGINT NOT NULL DEFAULT 0, malformed BIGINT NOT NULL DEFAULT 0, last_batch_at TEXT,"
-    " watermark DOUBLE PRECISION, skew DOUBLE PRECISION, skew_support BIGINT, lead DOUBLE PRECISION,"
-    " tail DOUBLE PRECISION, correlated_at TEXT, dirty_lo DOUBLE PRECISION, dirty_hi DOUBLE PRECISION,"
-    " dirty_at DOUBLE PRECISION, dirty_gen BIGINT NOT NULL DEFAULT 0, lease_until DOUBLE PRECISION)",
-    "CREATE TABLE audit_events (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, stage TEXT NOT NULL,"
-    " kubectl INTEGER NOT NULL, ts DOUBLE PRECISION NOT NULL, verb TEXT NOT NULL, user_name TEXT NOT NULL,"
-    " impersonated TEXT NOT NULL, ua TEXT NOT NULL, resource TEXT NOT NULL, subresource TEXT NOT NULL,"
-    " namespace TEXT NOT NULL, name TEXT NOT NULL, api_group TEXT NOT NULL, code INTEGER, decision TEXT NOT NULL,"
-    " path TEXT NOT NULL, manager TEXT NOT NULL, response_kind TEXT NOT NULL DEFAULT '', received_at TEXT NOT NULL,"
-    " PRIMARY KEY (cluster, audit_id, stage))",
-    "CREATE INDEX audit_events_ts ON audit_events (cluster, kubectl, ts)",
-    "CREATE TABLE audit_requests (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,"
-    " resource TEXT NOT NULL, record_id TEXT, link TEXT, alerted INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (cluster, audit_id))",
-    "CREATE INDEX audit_requests_ts ON audit_requests (cluster, ts)",
-    "CREATE INDEX audit_requests_unmatched ON audit_requests (ts) WHERE record_id IS NULL AND link IS NULL"
-    " AND alerted = 0",
-    "CREATE TABLE record_audit (record_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, started_at TEXT NOT NULL,"
-    " status TEXT NOT NULL, audit TEXT NOT NULL, correlated_at TEXT NOT NULL)",
-    "CREATE INDEX record_audit_status ON record_audit (cluster, status, started_at)",
-    "CREATE INDEX records_server ON records (server, started_at)",
-]
-
 # As in storage_sqlite.py: version N is reached by applying MIGRATIONS[N-1]; append, never edit.
-# Version 3: the forwarding outbox (`serve --forward`), kept with its code in forward.py.
-MIGRATIONS = [DDL, AUDIT_DDL, forward.PG_DDL]
+MIGRATIONS = [DDL, webhook.PG_DDL, forward.PG_DDL]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PLACEHOLDER = re.compile(r"\?")

@@ -8,7 +8,7 @@ import threading
 from contextlib import contextmanager
 
 from ..store import FIELDS, OUTCOME
-from . import forward
+from . import forward, webhook
 from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
 
 _INTEGER = {"seq", "duration_ms", "exit_code", "all_namespaces", "mutating", "dry_run", "local_only", "redacted",
@@ -54,39 +54,11 @@ DDL = [
     "CREATE TRIGGER access_log_append_only BEFORE DELETE ON access_log BEGIN SELECT RAISE(ABORT, 'append-only'); END",
 ]
 
-# Version 2: kube-apiserver audit webhook sources and central correlation (collector/webhook.py,
-# collector/central.py). Audit events are stored one row per (auditID, stage): the primary key
-# is the deduplication, across instances too. Times of events are epoch seconds (server clock).
-AUDIT_DDL = [
-    "CREATE TABLE audit_sources (cluster TEXT PRIMARY KEY, server TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,"
-    " events INTEGER NOT NULL DEFAULT 0, malformed INTEGER NOT NULL DEFAULT 0, last_batch_at TEXT, watermark REAL,"
-    " skew REAL, skew_support INTEGER, lead REAL, tail REAL, correlated_at TEXT,"
-    " dirty_lo REAL, dirty_hi REAL, dirty_at REAL, dirty_gen INTEGER NOT NULL DEFAULT 0, lease_until REAL)",
-    "CREATE TABLE audit_events (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, stage TEXT NOT NULL,"
-    " kubectl INTEGER NOT NULL, ts REAL NOT NULL, verb TEXT NOT NULL, user_name TEXT NOT NULL,"
-    " impersonated TEXT NOT NULL, ua TEXT NOT NULL, resource TEXT NOT NULL, subresource TEXT NOT NULL,"
-    " namespace TEXT NOT NULL, name TEXT NOT NULL, api_group TEXT NOT NULL, code INTEGER, decision TEXT NOT NULL,"
-    " path TEXT NOT NULL, manager TEXT NOT NULL, response_kind TEXT NOT NULL DEFAULT '', received_at TEXT NOT NULL,"
-    " PRIMARY KEY (cluster, audit_id, stage))",
-    "CREATE INDEX audit_events_ts ON audit_events (cluster, kubectl, ts)",
-    # One row per kubectl request: the record it belongs to (set by central correlation), and
-    # whether it was handed to the alerts as unmatched.
-    "CREATE TABLE audit_requests (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, ts REAL NOT NULL, resource TEXT"
-    " NOT NULL, record_id TEXT, link TEXT, alerted INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (cluster, audit_id))",
-    "CREATE INDEX audit_requests_ts ON audit_requests (cluster, ts)",
-    "CREATE INDEX audit_requests_unmatched ON audit_requests (ts) WHERE record_id IS NULL AND link IS NULL"
-    " AND alerted = 0",
-    # The central outcome beside the (append-only) record.
-    "CREATE TABLE record_audit (record_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, started_at TEXT NOT NULL,"
-    " status TEXT NOT NULL, audit TEXT NOT NULL, correlated_at TEXT NOT NULL)",
-    "CREATE INDEX record_audit_status ON record_audit (cluster, status, started_at)",
-    "CREATE INDEX records_server ON records (server, started_at)",
-]
-
 # Schema version N is reached by applying MIGRATIONS[N-1]; a database at an older version gets
 # the missing steps when a collector opens it. Append new steps, never edit applied ones.
-# Version 3: the forwarding outbox (`serve --forward`), kept with its code in forward.py.
-MIGRATIONS = [DDL, AUDIT_DDL, forward.SQLITE_DDL]
+# Version 2: audit webhook sources and central correlation (webhook.py); version 3: the
+# forwarding outbox (`serve --forward`, forward.py). Each kept with its code, in both dialects.
+MIGRATIONS = [DDL, webhook.SQLITE_DDL, forward.SQLITE_DDL]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -47,6 +47,46 @@ def event_from_row(row) -> Ev:
     return Ev(**dict(zip(EV_COLUMNS, row)))
 
 
+# Tables of audit sources and central correlation (collector/central.py). Audit events are stored
+# one row per (auditID, stage): the primary key is the deduplication, across instances too. Times
+# of events are epoch seconds (server clock), as REAL (SQLite) / DOUBLE PRECISION: a 4-byte REAL
+# would round them.
+def _tables(real: str, integer: str) -> list[str]:
+    return [
+        "CREATE TABLE audit_sources (cluster TEXT PRIMARY KEY, server TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,"
+        f" events {integer} NOT NULL DEFAULT 0, malformed {integer} NOT NULL DEFAULT 0, last_batch_at TEXT,"
+        f" watermark {real}, skew {real}, skew_support {integer}, lead {real}, tail {real}, correlated_at TEXT,"
+        f" dirty_lo {real}, dirty_hi {real}, dirty_at {real}, dirty_gen {integer} NOT NULL DEFAULT 0,"
+        f" lease_until {real})",
+        "CREATE TABLE audit_events (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, stage TEXT NOT NULL,"
+        f" kubectl INTEGER NOT NULL, ts {real} NOT NULL, verb TEXT NOT NULL, user_name TEXT NOT NULL,"
+        " impersonated TEXT NOT NULL, ua TEXT NOT NULL, resource TEXT NOT NULL, subresource TEXT NOT NULL,"
+        f" namespace TEXT NOT NULL, name TEXT NOT NULL, api_group TEXT NOT NULL, code {integer},"
+        " decision TEXT NOT NULL,"
+        " path TEXT NOT NULL, manager TEXT NOT NULL, response_kind TEXT NOT NULL DEFAULT '', received_at TEXT NOT NULL,"
+        " PRIMARY KEY (cluster, audit_id, stage))",
+        "CREATE INDEX audit_events_ts ON audit_events (cluster, kubectl, ts)",
+        # One row per kubectl request: the record it belongs to (set by central correlation), and
+        # whether it was handed to the alerts as unmatched.
+        f"CREATE TABLE audit_requests (cluster TEXT NOT NULL, audit_id TEXT NOT NULL, ts {real} NOT NULL,"
+        f" resource TEXT NOT NULL, record_id TEXT, link TEXT, alerted {integer} NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (cluster, audit_id))",
+        "CREATE INDEX audit_requests_ts ON audit_requests (cluster, ts)",
+        "CREATE INDEX audit_requests_unmatched ON audit_requests (ts) WHERE record_id IS NULL AND link IS NULL"
+        " AND alerted = 0",
+        # The central outcome beside the (append-only) record.
+        "CREATE TABLE record_audit (record_id TEXT PRIMARY KEY, cluster TEXT NOT NULL, started_at TEXT NOT NULL,"
+        " status TEXT NOT NULL, audit TEXT NOT NULL, correlated_at TEXT NOT NULL)",
+        "CREATE INDEX record_audit_status ON record_audit (cluster, status, started_at)",
+        "CREATE INDEX records_server ON records (server, started_at)",
+    ]
+
+
+# One migration step each backend appends to its MIGRATIONS.
+SQLITE_DDL = _tables("REAL", "INTEGER")
+PG_DDL = _tables("DOUBLE PRECISION", "BIGINT")
+
+
 class SourceError(ValueError):
     """An audit source cannot be registered as asked."""
 
