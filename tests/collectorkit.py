@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -210,3 +211,31 @@ def stored(db: str) -> list[tuple]:
             return tx.all("SELECT id, install_id, seq, link, uploader FROM records ORDER BY install_id, seq")
     finally:
         storage.close()
+
+
+class RoundRobin:
+    """A load balancer in front of collector INSTANCES: each push alternates them batch by batch."""
+
+    def __init__(self, instances: list, token: str):
+        self.instances, self.token, self.turns = instances, token, 0
+        self.lock = threading.Lock()
+
+    def push(self, local: "Local", batch_size: int) -> int:
+        from kubectl_record import sync
+        from kubectl_record.collector.client import CollectorClient
+
+        balancer = self
+
+        class Client(CollectorClient):
+            def upload(self, body):
+                with balancer.lock:
+                    balancer.turns += 1
+                    self.url = balancer.instances[balancer.turns % len(balancer.instances)].url
+                return super().upload(body)
+
+        conn = local.connect()
+        try:
+            return sync.deliver(conn, Client(self.instances[0].url, self.token), batch_size=batch_size).delivered
+        finally:
+            conn.close()
+

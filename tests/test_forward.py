@@ -20,7 +20,8 @@ from kubectl_record import store, sync
 from kubectl_record.collector.client import CollectorClient
 from kubectl_record.destinations import DeliveryResult, open_destination
 
-from .collectorkit import Collector, Local, child_env, db_url, free_port, issue, pg_database, synthetic  # noqa: F401
+from .collectorkit import (  # noqa: F401
+    Collector, Local, RoundRobin, child_env, db_url, free_port, issue, pg_database, synthetic)
 from .faultproxy import FaultProxy
 from .test_destinations_kit import (  # noqa: F401  (fixtures)
     opensearch, os_search, records, rotel, rotel_log_records, rotel_value)
@@ -194,23 +195,10 @@ def test_two_instances_on_one_postgresql_forward_each_record_once(opensearch, re
             locals_ = [Local(tmp_path, f"host{i}") for i in range(4)]
             for i, local in enumerate(locals_):
                 local.add(synthetic(100 + i))
-            turn = {"n": 0}
-
-            class RoundRobin(CollectorClient):  # a load balancer, batch by batch
-                def upload(self, body):
-                    turn["n"] += 1
-                    self.url = instances[turn["n"] % 2].url
-                    return super().upload(body)
-
-            def push_all(local: Local) -> int:
-                conn = local.connect()
-                try:
-                    return sync.deliver(conn, RoundRobin(instances[0].url, token), batch_size=9).delivered
-                finally:
-                    conn.close()
+            balancer = RoundRobin(instances, token)
 
             with ThreadPoolExecutor(4) as pool:
-                assert sorted(pool.map(push_all, locals_)) == [100, 101, 102, 103]
+                assert sorted(pool.map(lambda lo: balancer.push(lo, 9), locals_)) == [100, 101, 102, 103]
             total = sum(100 + i for i in range(4))
             st = settled(instances[1], admin, url, total)
         finally:

@@ -14,7 +14,8 @@ import pytest
 from kubectl_record import store, sync
 from kubectl_record.collector.client import CollectorClient, Refused, Transient
 
-from .collectorkit import Collector, Local, collector, db_url, free_port, issue, stored, synthetic  # noqa: F401
+from .collectorkit import (  # noqa: F401
+    Collector, Local, RoundRobin, collector, db_url, free_port, issue, stored, synthetic)
 from .faultproxy import FaultProxy
 
 FAST = ("--backoff-base", "0.01", "--backoff-cap", "0.05")
@@ -219,26 +220,11 @@ def test_two_instances_share_one_postgresql(tmp_path):
         locals_ = [Local(tmp_path, f"host{i}") for i in range(4)]
         for i, local in enumerate(locals_):
             local.add(synthetic(150 + i))
-        # Each push alternates instances batch by batch (a round-robin "load balancer").
-        turn = {"n": 0}
-
-        class RoundRobin(CollectorClient):
-            def upload(self, body):
-                turn["n"] += 1
-                self.url = instances[turn["n"] % 2].url
-                return super().upload(body)
-
-        def push_all(local):
-            conn = local.connect()
-            try:
-                return sync.deliver(conn, RoundRobin(instances[0].url, token), batch_size=17).delivered
-            finally:
-                conn.close()
-
+        balancer = RoundRobin(instances, token)
         # Four hosts at once: uploads land on both instances concurrently.
         with ThreadPoolExecutor(4) as pool:
-            assert sorted(pool.map(push_all, locals_)) == [150, 151, 152, 153]
-        assert turn["n"] > 30
+            assert sorted(pool.map(lambda lo: balancer.push(lo, 17), locals_)) == [150, 151, 152, 153]
+        assert balancer.turns > 30
         rows = stored(url)
         assert len(rows) == sum(150 + i for i in range(4)) and {r[3] for r in rows} == {"ok"}
         for local in locals_:
