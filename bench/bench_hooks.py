@@ -2,7 +2,7 @@
 """Cost of the shell hooks, measured the way a user feels it: on a pty, an interactive shell
 running prompt after prompt, with and without the hook, side by side in one run, alternating.
 
-    python bench/bench_hooks.py [--shell bash|zsh|both] [--rounds 6] [--prompts 50] [--runs 30]
+    python bench/bench_hooks.py [--shell bash|zsh|both] [--rounds 6] [--prompts 50] [--runs 15] [--pause 0.5]
 
 A 200 KB kubeconfig (40 clusters with inline certificates) is in effect throughout. Measured:
 
@@ -12,8 +12,9 @@ A 200 KB kubeconfig (40 clusters with inline certificates) is in effect througho
   without the hook: a DEBUG-trap design would be several times slower;
 - kubectl invocations: prompt-to-prompt time of `kubectl get po` where kubectl is a copy of
   /bin/true (so that kubectl's own ~100 ms does not drown the hook's cost), without the hook,
-  with the hook and a no-op ingester (the hot path alone), and with the hook and the real
-  background ingester (which must not be on the prompt path).
+  with the hook and a no-op ingester (the hot path alone, starting /bin/true after every run),
+  and with the hook and the real background ingester (which must not be on the prompt path),
+  each shell with its own spool, `--pause` seconds between runs in all three.
 
 Budgets (issue 3): other commands +0.5 ms median per prompt and no process; the loop within 10%;
 kubectl +2 ms median per run, no Python process on the prompt path. Exit status 1 if one is
@@ -95,6 +96,7 @@ def median_ms(xs):
 
 def bench_shell(kind: str, args) -> list[tuple[str, bool]]:
     tmp = tempfile.mkdtemp(prefix="kr-bench-")
+    spools: list[str] = []
     try:
         bindir = os.path.join(tmp, "bin")
         os.mkdir(bindir)
@@ -105,15 +107,18 @@ def bench_shell(kind: str, args) -> list[tuple[str, bool]]:
             "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": tmp, "TERM": "dumb", "LANG": "C.UTF-8", "KUBECONFIG": kc,
             # The spool where users have it (XDG_RUNTIME_DIR or /dev/shm: memory-backed), one per
-            # KUBECTL_RECORD_HOME, removed at the end.
-            "KUBECTL_RECORD_HOME": os.path.join(tmp, "krhome"),
+            # KUBECTL_RECORD_HOME (set per shell below), removed at the end.
             "PYTHONPATH": REPO,
         }
         for var in ("XDG_RUNTIME_DIR",):
             if os.environ.get(var):
                 env[var] = os.environ[var]
-        spool = _spool_dir(env)
-        shells = {h: Shell(kind, env, h, tmp) for h in ("none", "noop-ingester", "ingester")}
+        # One state directory (so one spool and one ingester) per shell: the real ingester of one
+        # must not ingest, or stand in for, the runs of another.
+        envs = {h: dict(env, KUBECTL_RECORD_HOME=os.path.join(tmp, f"krhome-{h}"))
+                for h in ("none", "noop-ingester", "ingester")}
+        spools += [_spool_dir(e) for e in envs.values()]
+        shells = {h: Shell(kind, e, h, tmp) for h, e in envs.items()}
         prompt = {h: [] for h in shells}
         pids = {h: [] for h in shells}
         runs = {h: [] for h in shells}
@@ -130,16 +135,17 @@ def bench_shell(kind: str, args) -> list[tuple[str, bool]]:
                     pids[h].append((p1 - p0) / args.prompts)
                 for _ in range(args.runs):
                     runs[h].append(s.cmd("kubectl get po -n bench"))
-                    if h == "ingester":
-                        # Let the background ingester finish: its CPU is not the prompt's.
-                        time.sleep(args.ingest_pause)
+                    # A pause after every run, in every shell: it lets the background ingester
+                    # finish (its CPU is not the prompt's), and a run after a pause starts with
+                    # colder caches than one typed back to back, so all three must pause alike.
+                    time.sleep(args.pause)
             for h in (loops if r % 2 == 0 else list(reversed(list(loops)))):
                 loops[h].append(shells[h].cmd(LOOP))
         for s in shells.values():
             s.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        if "spool" in locals():
+        for spool in spools:
             shutil.rmtree(spool, ignore_errors=True)
 
     base_p, hook_p = median_ms(prompt["none"]), median_ms(prompt["noop-ingester"])
@@ -174,7 +180,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--ingest-pause", type=float, default=0.8)
+    ap.add_argument("--pause", type=float, default=0.5, help="seconds between kubectl runs")
     args = ap.parse_args()
     kinds = ["bash", "zsh"] if args.shell == "both" else [args.shell]
     checks = []

@@ -28,6 +28,12 @@ PID_FILE = ".ingester"
 LINGER_S = 30.0
 
 
+# Once a run appears or ends, wait this long before the pass: the prompt that follows a run is
+# drawn meanwhile without an ingester competing for the CPU, and a burst of runs (a loop) is
+# taken in one pass.
+SETTLE_S = 0.2
+
+
 def _linger_step(idle: float) -> float:
     return 0.1 if idle < 2.0 else 0.5
 BAD_SUFFIX = ".bad"
@@ -365,8 +371,9 @@ def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking
 
     With LINGER, stay that many idle seconds after the last work, named in the spool's pid
     file: runs ending meanwhile start no ingester of their own (a script running kubectl in a
-    loop starts one Python, not one per run). The file goes before the last look, so a run
-    that saw it is never left behind. ON_STORED is called after each pass that stored records."""
+    loop starts one Python, not one per run; the hot path names the ingester it starts at once,
+    before Python is up). The file goes before the last look, so a run that saw it is never left
+    behind. ON_STORED is called after each pass that stored records."""
     spool_dir = spool_dir or paths.spool_dir()
     result = Result()
     if not os.path.isdir(spool_dir):
@@ -379,6 +386,10 @@ def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking
         return seen
 
     pid_path = os.path.join(spool_dir, PID_FILE)
+    if linger and _named_ingester_alive(pid_path):
+        # Started by a run that ended before the lingering ingester named itself: that one
+        # looks again before it leaves, so this one does its pass and goes.
+        linger = 0.0
     if linger:
         _write_json(pid_path, os.getpid())
     try:
@@ -398,8 +409,10 @@ def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking
                 idle += step
             if idle >= linger:
                 break
+            sleep(SETTLE_S)
     finally:
-        if linger:
+        # Only our own name: a run may have named a newer ingester meanwhile.
+        if linger and _named_pid(pid_path) == os.getpid():
             try:
                 os.unlink(pid_path)
             except FileNotFoundError:
@@ -413,15 +426,44 @@ def ingest(spool_dir: str | None = None, db_path: str | None = None, *, blocking
             return result
 
 
+def _named_pid(pid_path: str) -> int | None:
+    try:
+        with open(pid_path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _named_ingester_alive(pid_path: str) -> bool:
+    """Whether the pid file names another live process (the hot path's own test)."""
+    pid = _named_pid(pid_path)
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _detach() -> None:
     import signal
 
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
-    # Background work: the next command the user types comes first.
+    # Background work: the next command the user types comes first. SCHED_BATCH (Linux) also
+    # keeps a waking ingester from preempting the shell. Not SCHED_IDLE: a reader (`history`)
+    # waiting for the spool lock that such an ingester holds would wait for as long as other
+    # work keeps the CPUs busy.
     try:
         os.nice(10)
     except OSError:
+        pass
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
         pass
     try:
         os.setsid()

@@ -45,6 +45,8 @@ KEYS: dict[str, Key] = {
     "retention.max_records": Key(int, "keep at most this many records, checked once a day"),
     "audit.exact": Key(bool, "start kubectl with a per-run marker as argv[0] for exact audit correlation",
                        baked="KUBECTL_RECORD_AUDIT_MARKER"),
+    "record.ignore": Key(list, "runs not to record: glob patterns matched against the arguments joined by "
+                         "spaces, e.g. 'get secret*'", baked="KUBECTL_RECORD_IGNORE"),
 }
 
 
@@ -60,7 +62,12 @@ def shell_defaults(values: dict | None = None) -> list[str]:
     for key, spec in KEYS.items():
         if spec.baked and key in values:
             value = values[key]
-            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            if isinstance(value, bool):
+                text = "1" if value else "0"
+            elif isinstance(value, list):
+                text = "|".join(map(str, value))  # the hot path's separator (__kr_ignored)
+            else:
+                text = str(value)
             lines.append(f": ${{{spec.baked}={shlex.quote(text)}}}")
     return lines
 

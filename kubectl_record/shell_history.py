@@ -508,6 +508,41 @@ def _is_kubectl(word: Word, aliases: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
+# Programs that run kubectl with the words after their `kubectl` subcommand, their own options
+# first (`minikube -p dev kubectl -- get po`, `k3s kubectl get po`).
+_LAUNCHERS = ("minikube", "k3s", "microk8s")
+
+
+def _launched_args(words: list[Word]) -> list[Word] | None:
+    """kubectl's arguments when WORDS run it through another program, or None."""
+    if words[0].unexpanded:
+        return None
+    name = words[0].text.rsplit("/", 1)[-1]
+    if name == "kubectl-record":  # the recorder's launcher: kubectl-record -- ARGS
+        return words[2:] if len(words) > 1 and words[1].text == "--" else None
+    if name == "microk8s.kubectl":
+        return words[1:]
+    if name not in _LAUNCHERS:
+        return None
+    for j in range(1, len(words)):
+        w = words[j].text
+        if w == "kubectl":
+            break
+        # Only options (and their values) may stand before `kubectl`: `minikube ssh -- kubectl`
+        # runs it somewhere else.
+        if not (w.startswith("-") or words[j - 1].text.startswith("-")) or w == "--":
+            return None
+    else:
+        return None
+    args = words[j + 1 :]
+    if name == "minikube":
+        # minikube kubectl [its own options] -- ARGS
+        end = next((k for k, w in enumerate(args) if w.text == "--"), None)
+        if end is not None and all(w.text.startswith("-") for w in args[:end]):
+            args = args[end + 1 :]
+    return args
+
+
 def parse_aliases(specs) -> dict[str, list[str]]:
     """`--alias k` (k stands for kubectl) or `--alias kgp='kubectl get pods'`."""
     import shlex
@@ -541,13 +576,17 @@ def kubectl_commands(text: str, aliases: dict[str, list[str]] | None = None):
             if not rest:
                 continue
             prefix = _is_kubectl(rest[0], aliases)
-            if prefix is None:
-                continue
             args = rest[1:]
+            if prefix is None:
+                args = _launched_args(rest)
+                if args is None:
+                    continue
+                prefix = []
             argv = prefix + [w.text for w in args]
-            if argv[:1] == ["record"]:
-                # The recorder's own commands; `kubectl record -- …` was recorded when it ran.
-                continue
+            if argv[:2] == ["record", "--"]:
+                argv = argv[2:]  # `kubectl record -- get po` ran `kubectl get po`
+            elif argv[:1] == ["record"]:
+                continue  # the recorder's own commands
             found.append((argv, env, any(w.unexpanded for w in args)))
         pending.extend(scan.nested)
     return found

@@ -17,8 +17,11 @@
 #     background (no job-control message, the user's $! is untouched) and then, if kubectl died
 #     of that Ctrl-C, dies of SIGINT itself: the interactive shell sees what it would have seen
 #     without the hook (the loop or the && chain stops, $? is 130, one newline is printed).
-# Cost per kubectl run: the subshell's fork and exit, the spool writes (~0.3 ms) and the fork of
-# the background ingester; about +1.3 ms a run on a quiet 2-core machine (bench/bench_hooks.py).
+# Cost per kubectl run: ~0.2 ms of builtins (spool writes) and the subshell's fork and exit,
+# which cost more than its code: forking kubectl from it write-protects its pages, so even its
+# last few commands fault them back in (perf: ~150 page faults, ~0.9 ms CPU a run, over bare
+# kubectl). The background ingester is started only when none is named in the spool. About
+# +1.3 ms a run on a quiet 2-core machine (bench/bench_hooks.py).
 # Per prompt and per other command: nothing.
 # A kubectl stopped with Ctrl-Z stops with its subshell; `fg` resumes both and the end section is
 # written when kubectl really ends.
@@ -31,8 +34,11 @@
 #     called in place of the binary, in the subshell: it cannot change the shell's variables any
 #     more). One defined after the hook loads replaces the hook for kubectl.
 #   - What the user hides on purpose: with KUBECTL_RECORD_DISABLE=1 in the environment nothing is
-#     recorded; `KUBECTL_RECORD_DISABLE=1 kubectl ...` hides one run. A leading space (HISTCONTROL
-#     ignorespace) does not hide a run: the function cannot see how the line was typed.
+#     recorded; `KUBECTL_RECORD_DISABLE=1 kubectl ...` hides one run; runs matching the patterns
+#     in KUBECTL_RECORD_IGNORE (setting record.ignore) are not recorded. A leading space
+#     (HISTCONTROL ignorespace) does not hide a run in bash: the function cannot see how the line
+#     was typed, and HISTCMD stays put for every line bash does not save (ignoredups, HISTIGNORE
+#     too), so it cannot tell a hidden line from a repeated one. (zsh can: see hook.zsh.)
 #   - bash 4.4: timestamps have whole-second resolution (no EPOCHREALTIME before bash 5.0).
 #     bash < 4.4 (macOS /bin/bash 3.2): the function hands each run to `kubectl record --` (the
 #     Python wrapper, source=wrapper, ~0.1-0.2 s per kubectl run); prompts are still untouched.
@@ -69,7 +75,8 @@ __kr_hook_run() {
         __kr_find_kubectl; then
         __kr_mk=1
     fi
-    __kr_begin hook "$@"
+    __kr_file=
+    __kr_ignored "$@" || __kr_begin hook "$@"
     local __kr_f=$__kr_file
     trap '__kr_intr=1' INT
     if [[ -n $__kr_mk && -n $__kr_f ]]; then

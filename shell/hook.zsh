@@ -10,11 +10,18 @@
 # source=hook), end section, background ingester (`&!`: no job, no message); a Ctrl-C that
 # killed kubectl is trapped long enough to write the end section, then the subshell dies of
 # SIGINT so that the shell stops the loop or chain as it would for bare kubectl.
-# Limits: see hook.bash (bypassing the function, kubectl functions defined after loading,
-# KUBECTL_RECORD_DISABLE=1 to hide a run or a shell; a leading space does not hide a run).
+# Hidden on purpose: a line typed with a leading space when HIST_IGNORE_SPACE is set (the lines
+# the shell keeps out of its history), runs matching KUBECTL_RECORD_IGNORE (see record.bash),
+# and KUBECTL_RECORD_DISABLE=1 for a run or a shell.
+# Limits: see hook.bash (bypassing the function, kubectl functions defined after loading).
 
 __kr_hook_run() {
     # Runs in the subshell that `kubectl` opens.
+    # A line typed with a leading space under HIST_IGNORE_SPACE is one the user keeps out of the
+    # history: it is not recorded either. Read before `emulate` resets the option; the line
+    # stays in $history (zsh/parameter) until the next one is entered.
+    local __kr_hide=
+    [[ -o hist_ignore_space && ${history[$HISTCMD]-} == ' '* ]] && __kr_hide=1
     emulate -L zsh
     setopt no_err_exit no_err_return
     trap - DEBUG ZERR 2>/dev/null
@@ -31,7 +38,8 @@ __kr_hook_run() {
         __kr_marker_ok "$@" && __kr_find_kubectl; then
         __kr_mk=1
     fi
-    __kr_begin hook "$@"
+    __kr_file=
+    [[ -n $__kr_hide ]] || __kr_ignored "$@" || __kr_begin hook "$@"
     local __kr_f=$__kr_file
     trap '__kr_intr=1' INT
     if [[ -n $__kr_mk && -n $__kr_f ]]; then

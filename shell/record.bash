@@ -140,6 +140,21 @@ __kr_marker_ok() {
     esac
 }
 
+__kr_ignored() {
+    # Whether the user hides this run on purpose: KUBECTL_RECORD_IGNORE (setting record.ignore,
+    # baked in by init and shim install) holds glob patterns separated by |, each matched against
+    # the arguments joined by single spaces ('get secret*|config view --raw*').
+    [[ -n ${KUBECTL_RECORD_IGNORE-} ]] || return 1
+    local IFS=' ' rest=$KUBECTL_RECORD_IGNORE pat
+    local line="$*"
+    while :; do
+        pat=${rest%%|*}
+        [[ -n $pat && $line == $pat ]] && return 0
+        [[ $rest == *'|'* ]] || return 1
+        rest=${rest#*|}
+    done
+}
+
 __kr_begin() {
     # Writes the start section of a run. $1 is the source (shim, wrapper, hook), the rest are
     # kubectl's arguments. Sets __kr_file (empty when nothing could be written) and __kr_id.
@@ -199,6 +214,9 @@ __kr_ingest() {
         return 0
     fi
     "$__KR_PYTHON" -I -m kubectl_record.ingest --background </dev/null >/dev/null 2>&1 &
+    # Named at once (Python takes tens of milliseconds to name itself), so that the runs of a
+    # fast loop leave their work to this one instead of starting one Python each.
+    printf '%s\n' "$!" >|"$__kr_spool/.ingester" 2>/dev/null
 }
 
 __kr_run() {
@@ -211,8 +229,10 @@ __kr_run() {
         exit 127
     fi
     # Off switch; a recorder that started us directly (the bash/zsh hook, whose own record covers
-    # this run); and `kubectl record …`, whose wrapper records the inner command itself.
-    if [[ ${KUBECTL_RECORD_DISABLE-} == 1 || ${KUBECTL_RECORD_ACTIVE-} == "$PPID" || ${1-} == record ]]; then
+    # this run); `kubectl record …`, whose wrapper records the inner command itself; a run the
+    # user hides.
+    if [[ ${KUBECTL_RECORD_DISABLE-} == 1 || ${KUBECTL_RECORD_ACTIVE-} == "$PPID" || ${1-} == record ]] ||
+        __kr_ignored "$@"; then
         unset KUBECTL_RECORD_ACTIVE
         exec "$__kr_real" "$@"
     fi

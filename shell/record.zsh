@@ -1,7 +1,7 @@
 # kubectl-record: the recording hot path for the zsh hook -- the zsh counterpart of the parts of
 # shell/record.bash that the hook needs (__kr_spool_dir, __kr_prepare_spool, __kr_new_id,
-# __kr_snapshot_kubeconfigs, __kr_is_shim, __kr_find_kubectl, __kr_marker_ok, __kr_begin,
-# __kr_end, __kr_ingest). Same spool format, version 1:
+# __kr_snapshot_kubeconfigs, __kr_is_shim, __kr_find_kubectl, __kr_marker_ok, __kr_ignored,
+# __kr_begin, __kr_end, __kr_ingest). Same spool format, version 1:
 # see record.bash and kubectl_record/spool.py, and change the three together.
 #
 # Builtins and zsh modules only (zsh/datetime for the time, zsh/system for the pid of a
@@ -158,6 +158,18 @@ __kr_marker_ok() {
     esac
 }
 
+__kr_ignored() {
+    # As in record.bash: KUBECTL_RECORD_IGNORE holds glob patterns separated by |, each matched
+    # against the arguments joined by single spaces.
+    emulate -L zsh
+    [[ -n ${KUBECTL_RECORD_IGNORE-} ]] || return 1
+    local line=${(j: :)@} pat
+    for pat in "${(@s:|:)KUBECTL_RECORD_IGNORE}"; do
+        [[ -n $pat && $line == $~pat ]] && return 0
+    done
+    return 1
+}
+
 __kr_begin() {
     # Writes the start section of a run: $1 is the source, the rest kubectl's arguments. Sets
     # __kr_file (empty when nothing could be written) and __kr_id.
@@ -212,5 +224,13 @@ __kr_ingest() {
     # The background ingester, detached from the terminal; `&!` makes it no job of the shell's.
     emulate -L zsh
     [[ -n ${__KR_PYTHON-} ]] || return 0
+    # As in record.bash: a live ingester named in the spool takes this run over (without this
+    # check every run started a Python that lingered 30 s: dozens of them after a loop).
+    local pid
+    if { read -r pid <"$__kr_spool/.ingester" } 2>/dev/null && kill -0 "$pid" 2>/dev/null; then
+        return 0
+    fi
     "$__KR_PYTHON" -I -m kubectl_record.ingest --background </dev/null >/dev/null 2>&1 &!
+    # Named at once, as in record.bash: the runs of a fast loop leave their work to this one.
+    print -r -- $! >|"$__kr_spool/.ingester" 2>/dev/null
 }

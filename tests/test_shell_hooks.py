@@ -33,7 +33,8 @@ printf '%s|%s\n' "$*" "${KUBECTL_RECORD_ACTIVE-}" >>"$FAKE_LOG"
 case "$1" in
 exit) exit "$2" ;;
 sleep) echo STARTED; exec sleep "$2" ;;
-record) echo "record-subcommand $*"; exit 0 ;;
+record) [ -n "${FAKE_PLUGIN-}" ] && shift && exec "$FAKE_PLUGIN" "$@"  # kubectl's plugin dispatch
+    echo "record-subcommand $*"; exit 0 ;;
 esac
 echo "fake: $*"
 """
@@ -69,8 +70,9 @@ def kubeconfig(path, contexts=("a", "b"), current="a", padding_clusters=0):
 class Shell:
     """One interactive shell on a pty."""
 
-    def __init__(self, kind, tmp_path, *, fake=True, before=(), hook=True, after=(), extra_env=None):
-        require_shell(kind)
+    def __init__(self, kind, tmp_path, *, fake=True, before=(), hook=True, after=(), extra_env=None, exe=None):
+        if not exe:
+            require_shell(kind)
         self.kind = kind
         self.tmp = tmp_path
         home = tmp_path / "home"
@@ -101,7 +103,7 @@ class Shell:
             args = ["--norc", "--noprofile", "-i"]
         else:
             args = ["-f", "-i"]
-        self.p = pexpect.spawn(kind, args, env=self.env, cwd=str(tmp_path), encoding="utf-8",
+        self.p = pexpect.spawn(exe or kind, args, env=self.env, cwd=str(tmp_path), encoding="utf-8",
                                codec_errors="replace", timeout=30, dimensions=(40, 2000))
         first = SET_PROMPT[kind]
         if kind == "zsh":
@@ -407,6 +409,144 @@ def test_disable_hides_a_run(make_shell, shell_kind):
     sh.run("kubectl get po")
     assert argvs(sh.records()) == [["get", "po"]]
     assert "get secret" in sh.fake_runs()
+
+
+def test_ignore_patterns_from_the_config_hide_runs_also_from_the_shim(make_shell, shell_kind, tmp_path):
+    """record.ignore, baked in by init (and by shim install): a run whose arguments, joined by
+    spaces, match one of the globs runs as usual and is not recorded, by the hook or the shim."""
+    env = {"KUBECTL_RECORD_HOME": str(tmp_path / "krhome"), "KUBECTL_RECORD_RUNTIME_DIR": str(tmp_path / "spool")}
+    run = dict(os.environ, **env)
+    subprocess.run([sys.executable, "-m", "kubectl_record", "config", "set", "record.ignore",
+                    "get secret*,config view --raw*"], env=run, check=True, capture_output=True)
+    shim_dir = tmp_path / "shim"
+    subprocess.run([sys.executable, "-m", "kubectl_record", "shim", "install", "--dir", str(shim_dir)],
+                   env=run, check=True, capture_output=True)
+    sh = make_shell(shell_kind)
+    sh.run(f"PATH={shim_dir}:$PATH")
+    assert sh.run("kubectl get secret db -o yaml; echo rc=$?").strip().splitlines() == [
+        "fake: get secret db -o yaml", "rc=0"]
+    sh.run("kubectl get secrets; kubectl config view --raw; kubectl get po secret")
+    sh.run("IFS=,; kubectl get secret a b")  # matched on single spaces, whatever IFS is
+    assert argvs(sh.records()) == [["get", "po", "secret"]]
+    assert "get secret db -o yaml" in sh.fake_runs() and "config view --raw" in sh.fake_runs()
+    # The shim alone applies the same rule; the environment overrides the setting.
+    shim_env = dict(os.environ, **dict(sh.env, PATH=f"{shim_dir}:{sh.env['PATH']}"))
+    subprocess.run([str(shim_dir / "kubectl"), "get", "secret", "x"], env=shim_env, check=True)
+    subprocess.run([str(shim_dir / "kubectl"), "get", "secret", "y"], env=dict(shim_env, KUBECTL_RECORD_IGNORE=""),
+                   check=True)
+    assert argvs(sh.records()) == [["get", "po", "secret"], ["get", "secret", "y"]]
+
+
+@pytest.mark.parametrize("option", ["on", "off"])
+def test_leading_space_hides_a_run_where_the_shell_can_tell(make_shell, shell_kind, option):
+    """zsh with HIST_IGNORE_SPACE: a line typed with a leading space (kept out of the history)
+    is not recorded, loops included. bash cannot tell such a line from a repeated one inside
+    the function, so there a leading space does not hide (documented)."""
+    sh = make_shell(shell_kind)
+    if option == "on":
+        sh.run("HISTCONTROL=ignorespace" if shell_kind == "bash" else "setopt hist_ignore_space")
+    assert sh.run(" kubectl get secret hidden").strip() == "fake: get secret hidden"
+    sh.run(" for n in a b; do kubectl get po -n $n; done")
+    sh.run("kubectl get po -n shown")
+    sh.run("kubectl get po -n shown")  # a repeated line is not a hidden one
+    hidden = shell_kind == "zsh" and option == "on"
+    expected = [] if hidden else [["get", "secret", "hidden"], ["get", "po", "-n", "a"], ["get", "po", "-n", "b"]]
+    assert argvs(sh.records()) == expected + [["get", "po", "-n", "shown"]] * 2
+
+
+def test_a_loop_starts_one_background_ingester(make_shell, shell_kind, tmp_path):
+    """The hot path names the ingester it starts in the spool at once, so the runs that end
+    before Python is up leave their work to it instead of starting one Python each."""
+    starts = tmp_path / "starts"
+    python = tmp_path / "counting-python"
+    python.write_text(f'#!/bin/sh\necho start >>{starts}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    sh = make_shell(shell_kind, after=[f"__KR_PYTHON={python}"])
+    sh.run("for n in 1 2 3 4 5 6; do kubectl get po -n $n; done")
+    sh.run("kubectl get po -n 7")
+    assert [r["argv"][-1] for r in sh.records()] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert starts.read_text().splitlines() == ["start"]
+
+
+def test_an_ingester_started_while_another_lingers_does_not_stay(tmp_path):
+    from kubectl_record import ingest
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / ingest.PID_FILE).write_text(f"{os.getppid()}\n")  # a live process, not this one
+    naps = []
+    result = ingest.ingest(str(spool), str(tmp_path / "db"), blocking=False, linger=30.0, sleep=naps.append)
+    assert result.error is None and naps == []
+    assert (spool / ingest.PID_FILE).read_text() == f"{os.getppid()}\n"
+
+
+def test_a_lingering_ingester_removes_only_its_own_name(tmp_path):
+    from kubectl_record import ingest
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    pid_file = spool / ingest.PID_FILE
+
+    def nap(seconds):  # while it idles, a run names the ingester it has just started
+        assert pid_file.read_text().strip() in (str(os.getpid()), "4242")
+        pid_file.write_text("4242\n")
+
+    ingest.ingest(str(spool), str(tmp_path / "db"), blocking=False, linger=1.0, sleep=nap)
+    assert pid_file.read_text() == "4242\n"
+    pid_file.unlink()
+    ingest.ingest(str(spool), str(tmp_path / "db"), blocking=False, linger=1.0, sleep=lambda s: None)
+    assert not pid_file.exists()
+
+
+def test_older_bash_records_each_run_through_the_wrapper(make_shell, tmp_path):
+    """bash < 4.4 (macOS ships 3.2): the function hands each run to `kubectl record --`, so runs
+    are recorded with their own status (source=wrapper) and prompts stay untouched. No package
+    registry ships such a bash (CI cannot have one either): this runs where
+    KUBECTL_RECORD_TEST_OLD_BASH names one, e.g. bash 3.2.48 built from its source."""
+    old_bash = os.environ.get("KUBECTL_RECORD_TEST_OLD_BASH", "")
+    if not os.access(old_bash, os.X_OK):
+        pytest.skip("no bash < 4.4 here (set KUBECTL_RECORD_TEST_OLD_BASH)")
+    plugin = os.path.join(os.path.dirname(sys.executable), "kubectl-record")
+    sh = make_shell("bash", exe=old_bash, extra_env={"FAKE_PLUGIN": plugin})
+    assert sh.run("echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}").strip() < "4.4"
+    assert sh.run("echo $KUBECTL_RECORD_HOOK").strip().startswith("bash:wrapper:")
+    assert sh.run("kubectl exit 3; echo rc=$?").strip() == "rc=3"
+    assert sh.run('kubectl exit 4 | cat; echo "${PIPESTATUS[*]}"').strip() == "4 0"
+    sh.run("for ns in a b; do kubectl get po -n $ns; done")
+    sh.run("KUBECTL_RECORD_DISABLE=1 kubectl get hidden")
+    recs = sh.records()
+    assert argvs(recs) == [["exit", "3"], ["exit", "4"], ["get", "po", "-n", "a"], ["get", "po", "-n", "b"]]
+    assert [r["exit_code"] for r in recs] == [3, 4, 0, 0] and {r["source"] for r in recs} == {"wrapper"}
+    assert sh.run("trap -p DEBUG; echo PC=${PROMPT_COMMAND-}").strip() == "PC="
+
+
+def test_bash_4_4_runs_the_function_with_whole_second_times(make_shell):
+    """bash 4.4, the oldest with full support: the same function and subshell (no EPOCHREALTIME,
+    so times have whole seconds). Debian ships only 5.2; this runs where
+    KUBECTL_RECORD_TEST_BASH44 names a bash 4.4 built from its source, like the 3.2 test above."""
+    bash44 = os.environ.get("KUBECTL_RECORD_TEST_BASH44", "")
+    if not os.access(bash44, os.X_OK):
+        pytest.skip("no bash 4.4 here (set KUBECTL_RECORD_TEST_BASH44)")
+    sh = make_shell("bash", exe=bash44)
+    assert sh.run("echo ${BASH_VERSINFO[0]}.${BASH_VERSINFO[1]}").strip() == "4.4"
+    assert sh.run("echo $KUBECTL_RECORD_HOOK").strip().startswith("bash:function:")
+    assert sh.run("kubectl exit 3; echo rc=$?").strip() == "rc=3"
+    assert sh.run('kubectl exit 4 | (exit 2); echo "${PIPESTATUS[*]}"').strip() == "4 2"
+    assert sh.run("kubectl get pod lastarg >/dev/null; echo $_").strip() == "lastarg"
+    sh.run("for ns in a b; do kubectl get po -n $ns; done")
+    sh.p.sendline("for i in 1 2; do kubectl sleep 30; done")
+    sh.p.expect_exact("STARTED")
+    time.sleep(0.3)
+    sh.p.sendintr()
+    sh.p.expect_exact(PROMPT, timeout=10)
+    recs = sh.records()
+    # Runs within one second share a start time: compared in any order.
+    assert sorted((r["argv"], r["exit_code"]) for r in recs) == sorted([
+        (["exit", "3"], 3), (["exit", "4"], 4), (["get", "pod", "lastarg"], 0),
+        (["get", "po", "-n", "a"], 0), (["get", "po", "-n", "b"], 0), (["sleep", "30"], 130)])
+    assert {r["source"] for r in recs} == {"hook"}
+    assert all(r["started_at"].endswith(".000Z") for r in recs)
+    assert sh.run("trap -p DEBUG; echo PC=${PROMPT_COMMAND-}").strip() == "PC="
 
 
 # --- what must never happen ------------------------------------------------------------------------
