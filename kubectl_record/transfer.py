@@ -553,7 +553,46 @@ def import_shell_history(conn, fmt: str, path: str | None, aliases: tuple[str, .
     except OSError as exc:
         raise BadUsage(f"cannot read {exc.filename or path}: {exc.strerror}") from None
     records = history_records(lines, fmt)
-    return len(records), store.insert_local(conn, records)
+    seen = already_recorded(conn, [(line, rec) for line, rec in zip(lines, records)])
+    return len(records), store.insert_local(conn, [r for r in records if r["id"] not in seen])
+
+
+# How long after a history line's time its kubectl may start, when the history keeps no duration
+# (bash): the commands before it on the line (`make && kubectl apply …`) run first.
+LATE_START_S = 300.0
+
+
+def already_recorded(conn, pairs) -> set[str]:
+    """Ids of imported history lines whose run the recorder itself captured as it ran (the hook,
+    the shim or the wrapper), so that importing the history of a shell that had the hook adds
+    nothing twice: the same (masked) arguments, started from a second before the line's time to
+    its end; each recorded run accounts for one line, the earliest first."""
+    from .record import rfc3339
+    from .timefmt import parse_rfc3339
+
+    timed = sorted(((line, rec) for line, rec in pairs if line.started is not None and not line.unexpanded),
+                   key=lambda p: p[1]["started_at"])
+    if not timed:
+        return set()
+    lo = timed[0][0].started - 1.0
+    hi = max(line.started + (line.duration_s or LATE_START_S) for line, _ in timed) + 1.0
+    live: dict[str, list[float]] = {}
+    for argv, started in conn.execute(
+            "SELECT argv, started_at FROM records WHERE source IN ('hook', 'shim', 'wrapper')"
+            " AND started_at >= ? AND started_at <= ? ORDER BY started_at", (rfc3339(lo), rfc3339(hi))):
+        live.setdefault(argv, []).append(parse_rfc3339(started))
+    seen = set()
+    for line, rec in timed:
+        starts = live.get(json.dumps(rec["argv"], ensure_ascii=False, separators=(",", ":")))
+        if not starts:
+            continue
+        until = line.started + (line.duration_s or LATE_START_S) + 1.0
+        for i, t in enumerate(starts):
+            if line.started - 1.0 <= t <= until:
+                del starts[i]
+                seen.add(rec["id"])
+                break
+    return seen
 
 
 @click.command("import", cls=Command)

@@ -185,6 +185,28 @@ def test_shell_history_import(st, tmp_path, monkeypatch):
     assert st.run("import", "--alias", "k", str(hist)).exit_code == 2  # --alias needs a history format
 
 
+def test_history_of_a_shell_with_the_hook_adds_only_what_the_recorder_missed(st, tmp_path):
+    from kubectl_record.record import Run, build
+
+    def hooked(argv: list[str], started: float, source: str = "hook") -> dict:
+        return build(Run(id=f"{source}-{started}", source=source, argv=argv, started=started, ended=started + 1,
+                         exit_code=0))
+
+    secret = ["create", "secret", "generic", "db", "--from-literal=password=hunter2"]
+    st.add(hooked(["get", "pods"], 1764000000.4), hooked(secret, 1764000301.0, "shim"),
+           hooked(["get", "pods"], 1764000620.0))  # the last one ran long after its line: still that line's
+    hist = tmp_path / "bash_history"
+    hist.write_text("#1764000000\nkubectl get pods\n"             # recorded by the hook as it ran
+                    "#1764000300\nkubectl " + " ".join(secret) + "\n"  # by the shim (compared masked)
+                    "#1764000400\nkubectl get pods\n"             # typed again, recorded later…
+                    "#1764000500\nkubectl get pods\n"             # …and this one the recorder missed
+                    "#1764000600\nkubectl get nodes\n")           # as this one
+    result = st.run("import", "--format", "bash-history", str(hist))
+    assert result.exit_code == 0 and "imported 2 new" in result.stderr, result.stderr
+    imported = [(r["argv"], r["started_at"]) for r in st.json("history", "--reverse") if r["source"] == "import"]
+    assert imported == [(["get", "pods"], "2025-11-24T16:08:20.000Z"), (["get", "nodes"], "2025-11-24T16:10:00.000Z")]
+
+
 def test_staged_import_equals_the_python_path(st, tmp_path):
     """Lines taken apart by SQLite store exactly what normalize + Masker + to_row would."""
     from bench.gen_records import generate
