@@ -14,9 +14,11 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import click
+
+from .timefmt import rfc3339
 
 ORDER_NEWEST = "started_at DESC, rowid DESC"
 ORDER_OLDEST = "started_at ASC, rowid ASC"
@@ -129,10 +131,6 @@ def parse_time(text: str, now: float | None = None) -> float:
     raise ValueError(f"{text!r} is not a time: use a duration ago (30m, 2h, 7d), today, yesterday,"
                      " a date (2026-11-27), a date-time (2026-11-27 14:30, local unless it ends in Z or +01:00)"
                      " or a Unix timestamp")
-
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # --- values ---------------------------------------------------------------------------------

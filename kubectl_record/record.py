@@ -11,16 +11,9 @@ import os
 import shlex
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from . import kubeconfig, kubectl_args, redact
-
-
-def rfc3339(epoch: float | None) -> str | None:
-    """RFC 3339 UTC with milliseconds, the contract's one time format."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+from .timefmt import rfc3339  # noqa: F401  (its home for the modules that build records)
 
 
 @dataclass

@@ -20,7 +20,8 @@ import uuid
 
 import click
 
-from .filters import BadUsage, Command, filter_options, parse_duration, parse_time, rfc3339
+from .filters import BadUsage, Command, filter_options, parse_duration, parse_time
+from .timefmt import rfc3339
 
 AUTO_INTERVAL_S = 86400
 

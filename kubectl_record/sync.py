@@ -470,7 +470,8 @@ def team_filters(f, now: float | None = None) -> dict:
     the same meaning, resolved here where they depend on this machine (relative times, `.`,
     `--session current`). Differences: --query is a substring match there (no full-text index),
     and filters.extra (raw SQL from other commands) cannot travel: SyncError."""
-    from .filters import BadUsage, canonical_resource, parse_time, rfc3339
+    from .filters import BadUsage, canonical_resource, parse_time
+    from .timefmt import rfc3339
 
     if f.extra:
         raise SyncError("this filter cannot be used with the team collector")

@@ -5,6 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 
+def rfc3339(epoch: float | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, the contract's one time format."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def parse_rfc3339(text: str) -> float:
     """Epoch seconds of a record timestamp (RFC 3339 UTC with milliseconds)."""
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
