@@ -107,3 +107,80 @@ def test_a_table_answer_settles_what_the_same_get_leaves_ambiguous():
     corr.assign([x, y], evs, 0.0, 0.01)
     assert sorted(e[0] for e, _ in x.unique) == ["g2", "p"] and [e[0] for e, _ in y.unique] == ["g1"]
     assert not x.shared and not y.shared
+
+
+def test_a_run_that_started_up_faster_than_any_seen_keeps_its_call():
+    # Two `get ns` (one list each, but a chunked list sends several). Runs seen so far took
+    # 0.3 s to send their first call; Y, started when the load dropped, sent its list 0.05 s
+    # after its start. It is Y's, not a second list of X (which has its own).
+    x = rec("x", ["get", "pods"], 0.0, 1.0)
+    y = rec("y", ["get", "pods"], 0.8, 1.0)
+    e1, e2 = ev("e1", 0.5, "list"), ev("e2", 0.85, "list")
+    corr.assign([x, y], [e1, e2], 0.0, 0.01, lead=0.3, tail=0.0)
+    assert [e[0] for e, _ in x.unique] == ["e1"] and [e[0] for e, _ in y.unique] == ["e2"]
+    assert corr.status_of(x, True)[0] == corr.status_of(y, True)[0] == "strong"
+
+
+def test_a_run_that_started_up_slower_than_any_seen_keeps_its_call():
+    # the same the other way: runs seen so far sent their first call within 0.1 s; Y, started
+    # under a load spike, sent its list 0.5 s after its start
+    x = rec("x", ["get", "pods"], 0.3, 1.0)
+    y = rec("y", ["get", "pods"], 0.0, 0.55)
+    e1, e2 = ev("e1", 0.5, "list"), ev("e2", 0.6, "list")
+    corr.assign([x, y], [e1, e2], 0.0, 0.01, lead_hi=0.1, tail_hi=0.1)
+    assert [e[0] for e, _ in x.unique] == ["e2"] and [e[0] for e, _ in y.unique] == ["e1"]
+
+
+def test_identical_runs_each_keep_the_call_they_made_rather_than_one_taking_two():
+    # both lists fall in both runs: either can be either's, so neither is decided
+    x = rec("x", ["get", "pods"], 0.0, 1.0)
+    y = rec("y", ["get", "pods"], 0.0, 1.0)
+    corr.assign([x, y], [ev("e1", 0.5, "list"), ev("e2", 0.6, "list")], 0.0, 0.01)
+    assert corr.status_of(x, True)[0] == corr.status_of(y, True)[0] == "ambiguous"
+    # the early list is before Y started: X's; the late one then goes to Y, which made a call
+    y = rec("y", ["get", "pods"], 0.55, 1.0)
+    corr.assign([x, y], [ev("e1", 0.5, "list"), ev("e2", 0.6, "list")], 0.0, 0.01)
+    assert [e[0] for e, _ in x.unique] == ["e1"] and [e[0] for e, _ in y.unique] == ["e2"]
+
+
+def test_a_group_too_large_to_solve_shares_its_calls(monkeypatch):
+    # label X has its PATCH and describe Y its events list; the GET fits both (Pod answer).
+    # Solved, the GET precedes X's PATCH and Y's list, so it can be either's: ambiguous. When
+    # the solver gives up, the same holds: X being short of calls does not make the GET X's.
+    monkeypatch.setattr(corr, "SOLVE_NODES", 0)
+    x = rec("x", ["label", "pod", POD, "a=b"], 0.0, 1.0)
+    y = rec("y", ["describe", "pod", POD], 0.0, 1.0)
+    evs = [ev("g", 0.2, "get", kind="Pod"), ev("p", 0.4, "patch", manager="kubectl-label", kind="Pod"),
+           ev("l", 0.5, "list", resource="events")]
+    corr.assign([x, y], evs, 0.0, 0.01)
+    assert [e[0] for e, _ in x.shared] == [e[0] for e, _ in y.shared] == ["g"]
+    assert corr.status_of(x, True)[0] == corr.status_of(y, True)[0] == "ambiguous"
+
+
+def test_one_skew_holds_for_all_calls_of_back_to_back_runs():
+    # Three `get pod` runs one after the other, the skew known to ±0.09 s only: each GET falls
+    # in its neighbour's window too. But a GET handed to the next run puts the skew at one end
+    # of that range and its neighbour's GET then fits no run: under any one skew each run has
+    # its own.
+    runs = [rec("a", ["get", "pod", POD], 0.0, 0.26), rec("b", ["get", "pod", POD], 0.266, 0.403),
+            rec("c", ["get", "pod", POD], 0.406, 0.544)]
+    evs = [ev("ga", 0.2125, "get"), ev("gb", 0.358, "get"), ev("gc", 0.4997, "get")]
+    corr.assign(runs, evs, 0.0225, 0.092)  # (from tests/test_audit_e2e.py's rotation test)
+    assert [[e[0] for e, _ in r.unique] for r in runs] == [["ga"], ["gb"], ["gc"]]
+    assert all(corr.status_of(r, True)[0] == "strong" for r in runs)
+
+
+def test_the_skew_is_the_whole_range_the_runs_allow():
+    # Every run sends its one call 0.5-0.9 s after its start and 0.1-0.5 s before its end (a
+    # loaded machine); the server's clock is 2 s ahead. Any skew in [1.9, 2.5] fits every run.
+    # One more run fits the slowest call only at a skew of 2.3 or more: the estimate must not
+    # pin itself there. The window it leaves (± width/2) holds the true skew.
+    runs, evs = [], []
+    for i in range(12):
+        start = 30.0 * i
+        runs.append(rec(f"r{i}", ["get", "pods"], start, start + 1.0))
+        evs.append(ev(f"e{i}", start + 0.5 + 0.1 * (i % 5) + 2.0, "list"))
+    runs.append(rec("other", ["get", "pods"], 119.7, 120.6))  # e4 at 122.9 fits it at skew [2.3, 3.2]
+    skew, support, width = corr.estimate_skew(runs, evs)
+    assert skew - width / 2 <= 2.0 <= skew + width / 2
+    assert width <= 0.61  # [1.9, 2.5]: no wider than the runs allow

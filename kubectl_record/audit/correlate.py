@@ -4,10 +4,11 @@ Per cluster (server URL), over slices of time:
 
 1. Exact: an event whose user agent starts with ``kubectl+r.<record id>/`` belongs to that
    record (the exact mode's argv[0] marker).
-2. Skew: the server's clock vs. the recorder's. Each (event, record) pair that is the only
-   fitting one within ±MAX_SKEW says "skew ∈ [event − end, event − start]"; the estimate is the
-   point most of those intervals cover (a sweep), and exact links give exact intervals. It is
-   kept per cluster (`audit_clusters`) and re-estimated on each import.
+2. Skew: the server's clock vs. the recorder's. Each run within ±MAX_SKEW that could have sent
+   an event says "skew ∈ [event − end, event − start]" (an exact link: its own run only); the
+   skews under which the most events have such a run (a sweep, less SKEW_SLACK) are a range:
+   the estimate is its middle, and half its width widens every run. It is kept per cluster
+   (`audit_clusters`) and re-estimated on each import.
 3. Candidates: for every unmarked kubectl event, the records of the same identity (from
    SelfSubjectReview; unknown identity fits any user) and impersonation whose run, shifted by
    the skew and widened by a margin, contains the event, scored by the expected-call model
@@ -16,13 +17,14 @@ Per cluster (server URL), over slices of time:
    single one gets the event. The events several runs could take are grouped by the runs they
    share, and each group is solved whole (`_solve`): of the ways to hand them out that place the
    most events while every run's calls follow its command's plan (expect.py: which calls, how
-   many, in which order) and its first and last calls keep the learned start-up/exit bounds, an
-   event every way gives to the same run is that run's; one that goes to different runs in
-   different ways is shared as `ambiguous` (every candidate kept, as the contract says): the
-   audit log cannot tell identical calls apart (the same GET of a pod from `describe` and
-   `logs` running at once). A group too large to solve falls back to: a record still short of
-   the calls its command sends takes the event when it is the only such one, else shared. A
-   generic event that fits several different runs is left unlinked (it says nothing).
+   many, in which order) under one skew for all, then leave the fewest successful runs short of
+   their calls, an event every way gives to the same run is that run's; one that goes to
+   different runs in different ways is shared as `ambiguous` (every candidate kept, as the
+   contract says): the audit log cannot tell identical calls apart (the same GET of a pod from
+   `describe` and `logs` running at once). A group too large to solve is shared. The start-up
+   and exit times learned from the runs settle only generic events: under a changing load a
+   run starts up faster or slower than any seen. A generic event that fits several different
+   runs is left unlinked (it says nothing).
 5. Status per record: exact / strong / partial / ambiguous / missing / none / pending (the
    source's watermark has not passed the run's end plus a grace period).
 """
@@ -41,11 +43,12 @@ from .identity import entry_key
 from .importer import MARKER_PREFIX, ua_product
 
 MAX_SKEW = 10.0      # seconds of clock difference considered
-MARGIN = 0.02        # seconds around a run beyond the skew estimate's own uncertainty (ms rounding)
+MARGIN = 0.005       # seconds around a run beyond the skew estimate's own uncertainty (ms rounding)
 UNKNOWN_MARGIN = 1.0  # ... when nothing could be estimated
 GRACE = 5.0          # seconds the source must be past a run's end before "missing"
 SLICE = 600.0        # seconds of record start time handled at once (bounded memory)
 MAX_EVENTS_LISTED = 500
+SKEW_SLACK = 1      # events without a fitting run a skew may leave and still be possible
 
 _REC_COLS = ("id", "started_at", "ended_at", "verb", "resource", "names", "namespace", "all_namespaces",
              "context", "user", "argv", "local_only", "exit_code", "identity", "impersonate", "state")
@@ -66,7 +69,6 @@ class Rec:
     exact: list = field(default_factory=list)
     unique: list = field(default_factory=list)     # (ev, score)
     shared: list = field(default_factory=list)     # (ev, score)
-    filled: int = 0
     gets: dict = field(default_factory=dict)       # name -> unique GETs of it taken
 
 
@@ -112,10 +114,11 @@ def _make_rec(d: dict, ids: dict, marked: set, now: float) -> Rec:
 
 
 def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW) -> tuple[float, float, float]:
-    """(skew, support, width): each (event, fitting run) pair says skew ∈ [event − end,
-    event − start], weighted 1/n when n runs fit the event (exact links weigh 1 each); the
-    estimate is the middle of the range most weight covers (its width is the uncertainty)."""
-    intervals: list[tuple[float, float, float]] = []
+    """(skew, support, width): each run that could have sent an event says skew ∈ [event − end,
+    event − start] (an exact link: its own run only); the skews under which the most events
+    (support) have a run, less SKEW_SLACK, are the range the estimate is the middle of (its
+    width is the uncertainty)."""
+    spans: list[list[tuple[float, float]]] = []  # per event, the skews under which a run fits it
     if len(evs) > 10_000:  # a sample says as much, and costs a fraction
         step = len(evs) // 10_000 + 1
         evs = evs[::step]
@@ -129,38 +132,53 @@ def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW)
         if prod.startswith(MARKER_PREFIX):
             r = by_id.get(prod[len(MARKER_PREFIX):])
             if r is not None:
-                intervals.append((ts - r.end, ts - r.start, 1.0))
+                spans.append([(ts - r.end, ts - r.start)])
             continue
-        if not ev[6]:
-            continue  # generic events say little
+        # A generic event (discovery) fits any run, which still says when some run was going
+        # (before the first run, after the last): where runs are dense it takes many to say it.
+        least, most = (2, 50) if ev[6] else (1, 500)
         lo = bisect.bisect_left(sstarts, ts - max_skew - longest)
         hi = bisect.bisect_right(sstarts, ts + max_skew)
         fits = []
         for r in srt[lo:hi]:
             if r.end + max_skew < ts or r.marked or not _user_ok(r, ev):
                 continue
-            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "") >= 2:
-                fits.append(r)
-                if len(fits) > 50:
+            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "") >= least:
+                fits.append((ts - r.end, ts - r.start))
+                if len(fits) > most:
                     break
-        for r in fits:
-            intervals.append((ts - r.end, ts - r.start, 1.0 / len(fits)))
-    if not intervals:
+        if fits and len(fits) <= most:  # (so many fit it anywhere: it says nothing)
+            spans.append(fits)
+    if not spans:
         return 0.0, 0, 0.0
     points = []
-    for a, b, w in intervals:
-        points.append((a - 0.002, w))
-        points.append((b + 0.002, -w))
+    for fits in spans:  # each event counts once where any of its runs fits it
+        fits.sort()
+        a, b = fits[0]
+        for c, d in fits[1:] + [(float("inf"), 0.0)]:
+            if c > b + 0.004:
+                points.append((a - 0.002, 1))
+                points.append((b + 0.002, -1))
+                a, b = c, d
+            else:
+                b = max(b, d)
     points.sort()
-    best = cur = 0.0
-    best_lo = best_hi = 0.0
-    for i, (x, d) in enumerate(points):
+    cover, cur = [], 0  # cover[i]: the events a run fits under the skews [points[i], points[i + 1]]
+    for x, d in points:
         cur += d
-        if cur > best + 1e-9:
-            best = cur
-            best_lo = x
-            best_hi = points[i + 1][0] if i + 1 < len(points) else x
-    return (best_lo + best_hi) / 2, best, best_hi - best_lo
+        cover.append(cur)
+    best = max(cover)
+    i = j = cover.index(best)
+    # Runs whose first call comes long after their start (a loaded machine) fit their events
+    # under a range of skews as wide as the quickest start-up, and which point of it most
+    # stray fits also cover is noise: the skew is the whole range. (The slack: an event of a
+    # kubectl the recorder did not see, which fits a run only under a wrong skew.)
+    while i > 0 and cover[i - 1] >= best - SKEW_SLACK:
+        i -= 1
+    while j + 1 < len(cover) - 1 and cover[j + 1] >= best - SKEW_SLACK:
+        j += 1
+    lo, hi = points[i][0], points[j + 1][0]
+    return (lo + hi) / 2, best, hi - lo
 
 
 def _user_ok(r: Rec, ev: tuple) -> bool:
@@ -180,10 +198,11 @@ def _event_json(ev: tuple) -> dict:
             "name": ev[9] or None, "code": ev[11], "decision": ev[12] or None}
 
 
-def learn_offsets(recs: list[Rec], skew: float) -> tuple[float, float, int] | None:
+def learn_offsets(recs: list[Rec], skew: float, width: float = 0.0) -> tuple | None:
     """How long after a run's start its first request comes (process start-up), and how long
-    before its end its last one (exit): lower bounds learned from runs whose every event was
-    theirs alone, in the skew-corrected frame (so an estimate's bias cancels out)."""
+    before its end its last one (exit): bounds learned from runs whose every event was theirs
+    alone, in the skew-corrected frame. The bounds scale what was seen, and the frame is off by
+    up to half the skew's WIDTH, so they are loosened by the share of it scaling would add."""
     first, last = [], []
     for r in recs:
         if r.shared:
@@ -200,33 +219,43 @@ def learn_offsets(recs: list[Rec], skew: float) -> tuple[float, float, int] | No
     last.sort()
     q = max(0, int(0.01 * len(first)) - 1)
     hi = min(len(first) - 1, int(0.995 * len(first)))
-    # Start-up and exit get slower under load, never faster than about half the quickest seen.
-    lead, tail = first[q] * 0.6 - 0.01, last[q] * 0.6 - 0.005
+    # Start-up and exit get slower under load, seldom faster than about half the quickest seen
+    # (seldom: only discovery is settled by it, see _feasible).
+    lead, tail = first[q] * 0.6 - 0.2 * width - 0.01, last[q] * 0.6 - 0.2 * width - 0.005
     if len(first) < 20:  # too few to bound the slow side
         return lead, tail, len(first), None, None
-    return lead, tail, len(first), first[hi] * 1.5 + 0.05, last[hi] * 1.5 + 0.02
+    return lead, tail, len(first), first[hi] * 1.5 + 0.25 * width + 0.05, last[hi] * 1.5 + 0.25 * width + 0.02
 
 
 def _reset(recs: list[Rec]) -> None:
     for r in recs:
-        r.exact, r.unique, r.shared, r.filled, r.gets = [], [], [], 0, {}
+        r.exact, r.unique, r.shared, r.gets = [], [], [], {}
 
 
 def _take(r: Rec, ev: tuple, best: int) -> None:
     r.unique.append((ev, best))
-    if best >= 2:
-        r.filled += 1
-        if ev[2] == "get" and ev[9] and not ev[7]:
-            r.gets[ev[9]] = r.gets.get(ev[9], 0) + 1
+    if best >= 2 and ev[2] == "get" and ev[9] and not ev[7]:
+        r.gets[ev[9]] = r.gets.get(ev[9], 0) + 1
 
 
 def _feasible(r: Rec, ev: tuple, skew: float, lead_hi: float | None, tail_hi: float | None,
               lead: float | None = None, tail: float | None = None) -> bool:
-    """Can this shared event still be R's? Its GET budget, the order of its calls, and how soon
-    after its start its first call and how soon before its end its last call come."""
+    """Can this shared event still be R's? Its GET budget, the order of its calls; for a generic
+    event, how soon after its start its first call and how soon before its end its last call
+    come (the learned start-up/exit times settle only discovery: a run may start up faster or
+    slower than any seen, when the load changes, and its resource calls must stay possible for
+    it; see tests/test_audit_assign.py)."""
     t = ev[1] - skew
-    if lead is not None and t < r.start + lead or tail is not None and t > r.end - tail:
-        return False
+    if not ev[6]:
+        own = [e[1] - skew for e, s in r.unique]
+        if lead is not None and t < r.start + lead or tail is not None and t > r.end - tail:
+            return False
+        if tail_hi is not None and not any(u > t for u in own) and (r.end - t) > tail_hi:
+            return False  # it would be the run's last call, but the run went on too long after it
+        if lead_hi is not None and not any(u < t for u in own) and (t - r.start) > lead_hi:
+            return False  # it would be the first call, but too long after the start
+        # discovery comes before a process's first resource call
+        return not any(e[6] and e[1] - skew < t for e, s in r.unique)
     is_get = ev[2] == "get" and ev[9] and not ev[7]
     if is_get and r.exp.gets is not None and r.gets.get(ev[9], 0) >= r.exp.gets:
         return False
@@ -235,17 +264,8 @@ def _feasible(r: Rec, ev: tuple, skew: float, lead_hi: float | None, tail_hi: fl
         return False
     if is_get and others and r.exp.get_order == "last" and max(others) > t:
         return False
-    if not ev[6] and any(e[6] and e[1] - skew < t for e, s in r.unique):
-        return False  # discovery comes before a process's first resource call
-    if ev[6] and r.exp.plan is not None and not _expect.follows_plan(
-            r.exp, sorted([e for e, s in r.unique if s >= 2] + [ev], key=lambda e: e[1])):
-        return False
-    own = [e[1] - skew for e, s in r.unique]
-    if tail_hi is not None and not any(u > t for u in own) and (r.end - t) > tail_hi:
-        return False  # it would be the run's last call, but the run went on too long after it
-    if lead_hi is not None and not any(u < t for u in own) and (t - r.start) > lead_hi:
-        return False  # it would be the first call, but too long after the start
-    return True
+    return r.exp.plan is None or _expect.follows_plan(
+        r.exp, sorted([e for e, s in r.unique if s >= 2] + [ev], key=lambda e: e[1]))
 
 
 def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
@@ -256,7 +276,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
     dropped: list[tuple] = []
     by_id = {r.id: r for r in recs}
     # Candidates: the run widened by the skew's uncertainty. The learned start-up/exit bounds
-    # (lead, tail) only break ties between several candidates: a lone candidate keeps its event.
+    # (lead, tail) only settle generic events between several candidates (_feasible).
     tie_lead, tie_tail = lead, tail
     lead = tail = -margin
     srt = sorted(recs, key=lambda r: r.start)
@@ -305,7 +325,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
     pending = [(ev, [r for r in cands if not r.exact], best) for ev, cands, best in pending]
     pending = [p for p in pending if p[1]]
     for part in _components([p for p in pending if p[2] >= 2]):
-        can = _solve(part, skew, lead_hi, tail_hi, tie_lead, tie_tail)
+        can = _solve(part, skew, margin)
         if can is None:
             continue  # too many combinations, or no way fits the model: as below
         for (ev, cands, best), runs in zip(part, can):
@@ -322,12 +342,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
         if len(cands) == 1:
             _take(cands[0], ev, best)
             continue
-        sigs = {r.exp.signature[0] for r in cands}
         if best >= 2:
-            short = [r for r in cands if r.filled < r.exp.min_calls]
-            if len(short) == 1 and len(sigs) > 1:
-                _take(short[0], ev, best)
-                continue
             for r in cands:
                 r.shared.append((ev, best))
         else:
@@ -367,63 +382,58 @@ def _components(items: list[tuple]) -> list[list[tuple]]:
     return [sorted(g, key=lambda it: it[0][1]) for g in groups.values()]
 
 
-def _solve(items: list[tuple], skew: float, lead_hi: float | None, tail_hi: float | None,
-           lead: float | None, tail: float | None) -> list[set] | None:
+def _solve(items: list[tuple], skew: float, margin: float) -> list[set] | None:
     """The assignments of these shared events that give the most of them a run, each run's calls
-    following its command's plan and its first and last calls within the learned start-up/exit
-    bounds (an event may stay unassigned: another client's, or a run the model does not know).
+    following its command's plan, under one skew within SKEW ± MARGIN for all of them (an event
+    may stay unassigned: another client's, or a run the model does not know), and of those, the
+    ones where the most runs that succeeded have at least the calls their command sends (the
+    log holds this kind of call, so a run that made it has it there).
     Returns, per event, the ids of the runs it goes to in at least one of those assignments (one
     run: in all of them; none: it stays unlinked). None: too many combinations to try."""
     runs = {r.id: r for _, cands, _ in items for r in cands}
     held = {rid: sorted((e for e, s in r.unique if s >= 2), key=lambda e: e[1]) for rid, r in runs.items()}
-    opts = []
-    for ev, cands, _ in items:
-        t = ev[1] - skew
-        near = [r for r in cands if (lead is None or t >= r.start + lead) and (tail is None or t <= r.end - tail)]
-        opts.append(near or cands)
     can: list[set] = [set() for _ in items]
     choice: list = [None] * len(items)
-    best = -1
+    best = (-1, -1)
     steps = 0
+    succeeded = [r for r in runs.values() if r.data.get("exit_code") == 0 and r.exp.min_calls]
 
-    def bounds_ok(r: Rec) -> bool:
-        evs = held[r.id]
-        if not evs:
-            return True
-        if lead_hi is not None and evs[0][1] - skew - r.start > lead_hi:
-            return False
-        return tail_hi is None or r.end - (evs[-1][1] - skew) <= tail_hi
-
-    def walk(i: int, placed: int) -> bool:
+    def walk(i: int, placed: int, lo: float, hi: float) -> bool:
         nonlocal steps, best, can
         steps += 1
         if steps > SOLVE_NODES:
             return False
-        if placed + len(items) - i < best:
+        if placed + len(items) - i < best[0]:
             return True  # cannot place as many as the best found
         if i == len(items):
-            if all(bounds_ok(r) for r in {id(r): r for r in choice if r is not None}.values()):
-                if placed > best:
-                    best, can = placed, [set() for _ in items]
-                for k, r in enumerate(choice):
-                    if r is not None:
-                        can[k].add(r.id)
+            key = (placed, sum(1 for r in succeeded if len(held[r.id]) >= r.exp.min_calls))
+            if key < best:
+                return True
+            if key > best:
+                best, can = key, [set() for _ in items]
+            for k, r in enumerate(choice):
+                if r is not None:
+                    can[k].add(r.id)
             return True
         ev = items[i][0]
-        for r in opts[i]:
+        for r in items[i][1]:
+            # the skews under which R sent EV, with those of the events placed so far
+            r_lo, r_hi = max(lo, ev[1] - r.end - MARGIN), min(hi, ev[1] - r.start + MARGIN)
+            if r_lo > r_hi:
+                continue
             evs = held[r.id]
             bisect.insort(evs, ev, key=lambda e: e[1])
             fits = _expect.follows_plan(r.exp, evs) and (r.exp.plan is not None or _gets_ok(r, evs))
             if fits:
                 choice[i] = r
-                fits = walk(i + 1, placed + 1)
+                fits = walk(i + 1, placed + 1, r_lo, r_hi)
             evs.remove(ev)
             if fits is False and steps > SOLVE_NODES:
                 return False
         choice[i] = None
-        return walk(i + 1, placed)
+        return walk(i + 1, placed, lo, hi)
 
-    if not walk(0, 0) or best < 0:
+    if not walk(0, 0, skew - margin, skew + margin) or best[0] < 0:
         return None
     return can
 
@@ -522,12 +532,12 @@ def correlate(conn: sqlite3.Connection, server: str, since: float | None = None,
                          " updated = excluded.updated", (server, skew, support, now))
             use_margin = margin + min(width, 2.0) / 2 if support >= 1 else UNKNOWN_MARGIN
             assign(recs, evs, skew_fixed, use_margin)
-            learned = learn_offsets(recs, skew_fixed)
+            learned = learn_offsets(recs, skew_fixed, width)
             if learned:  # once more, from the runs the tighter windows made unique
                 _reset(recs)
                 assign(recs, evs, skew_fixed, use_margin, max(-use_margin, learned[0]), max(-use_margin, learned[1]),
                        learned[3], learned[4])
-                learned = learn_offsets(recs, skew_fixed) or learned
+                learned = learn_offsets(recs, skew_fixed, width) or learned
             if learned is None and cl and cl_lead is not None:
                 learned = (cl_lead, cl_tail, 0, None, None)
             lead = tail = lead_hi = tail_hi = None

@@ -28,7 +28,6 @@ class Expect:
     namespace: str | None = None            # events in another namespace do not fit
     names: frozenset = frozenset()
     min_calls: int = 1
-    signature: tuple = ()
     managers: frozenset | None = None       # fieldManager values its writes carry (None: unknown)
     gets: int | None = None                 # GETs of each named object it sends (None: unknown)
     get_order: str | None = None            # "first": those GETs precede its other calls; "last": follow them
@@ -218,9 +217,8 @@ _GETS = {
 def _expect(record: dict) -> Expect:
     verb = record.get("verb") or ""
     argv = record.get("argv") or []
-    sig = (tuple(argv), record.get("namespace"), record.get("context"))
     if record.get("local_only"):
-        return Expect(calls=False, min_calls=0, signature=sig)
+        return Expect(calls=False, min_calls=0)
     p = kubectl_args.parse(argv)
     ns = None if record.get("all_namespaces") else record.get("namespace")
     names = frozenset(record.get("names") or p.names or ())
@@ -230,14 +228,14 @@ def _expect(record: dict) -> Expect:
     watch = "--watch" in flags or "-w" in flags or "--watch-only" in flags
 
     def mk(**kw) -> Expect:
-        e = Expect(namespace=ns, names=names, signature=sig, **kw)
+        e = Expect(namespace=ns, names=names, **kw)
         if failed:
             e.min_calls = min(e.min_calls, 1)
         return e
 
     if p.files or verb in ("apply", "replace", "diff", "kustomize") or verb.startswith("apply "):
         # objects come from files: any resource, any namespace they name
-        return Expect(resources=ALL, verbs=ALL, namespace=None, names=frozenset(), min_calls=1, signature=sig)
+        return Expect(resources=ALL, verbs=ALL, namespace=None, names=frozenset(), min_calls=1)
     if verb == "get":
         verbs = READ if watch else (frozenset({"get"}) if names else frozenset({"list"}))
         return mk(resources=res, verbs=verbs, min_calls=max(1, len(names)))
@@ -295,7 +293,7 @@ def _expect(record: dict) -> Expect:
     _, known, _ = kubectl_args._find_command([str(a) for a in argv])
     if not known:
         # A plugin (kubectl-foo) runs its own binary with its own user agent, or a typo.
-        return Expect(calls=False, min_calls=0, signature=sig)
+        return Expect(calls=False, min_calls=0)
     return mk(resources=res, verbs=ALL, min_calls=1)
 
 
