@@ -11,7 +11,8 @@
       links of records that are not `ambiguous`.
   python -m bench.bench_audit speed [--events 200000] [--mb 0]
       import + correlation throughput on a generated log (one core), and peak RSS; --mb 1000
-      generates a log of that size instead (the memory bound is checked on a 1 GB log).
+      generates a log of that size instead (the memory bound is checked on a 1 GB log). Beside it,
+      in the same run, the baseline: the stdlib parsing every line and keeping kubectl's events.
 
 Results go to bench/results/audit-*.json and stdout.
 """
@@ -157,6 +158,12 @@ def speed(args) -> dict:
     res = json.loads(child.stdout.strip().splitlines()[-1])
     res.update(events=n, log_mb=round(os.path.getsize(log) / 1e6, 1), generate_s=round(gen_s, 1), runs=len(runs))
     res["events_per_s"] = round(n / res["import_and_correlate_s"])
+    # The baseline, same log, same run: the stdlib alone parsing every line and keeping kubectl's
+    # events (what any importer must at least do), in a fresh process too.
+    base = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(log)], capture_output=True, text=True, check=True)
+    res["baseline_json_parse_filter_s"] = float(base.stdout.strip())
+    res["baseline_events_per_s"] = round(n / res["baseline_json_parse_filter_s"])
+    res["ratio_to_baseline"] = round(res["import_and_correlate_s"] / res["baseline_json_parse_filter_s"], 2)
     print(json.dumps(res, indent=1))
     if not args.keep:
         import shutil
@@ -164,6 +171,17 @@ def speed(args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
 
+
+_BASELINE_CHILD = r"""
+import json, sys, time
+t0 = time.time()
+kept = 0
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        if json.loads(line).get("userAgent", "").startswith("kubectl"):
+            kept += 1
+print(round(time.time() - t0, 3))
+"""
 
 _SPEED_CHILD = r"""
 import json, sys, time, resource, os
