@@ -366,6 +366,15 @@ def connect(path: str | None = None, *, timeout: float = 5.0) -> sqlite3.Connect
         raise StoreReadOnly(f"database cannot be written: {path} ({exc.strerror})") from exc
 
 
+def connect_memory() -> sqlite3.Connection:
+    """An empty store in memory, with this schema: where other code runs the store's own logic
+    on data from elsewhere (the collector correlates its records and events in one)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    _migrate(conn)
+    return conn
+
+
 def install_id(conn: sqlite3.Connection) -> str:
     """This installation's id, made once: records keep it across host renames and containers."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'install_id'").fetchone()

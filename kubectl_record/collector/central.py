@@ -55,9 +55,7 @@ _EV_COLUMNS = tuple(EV_COLUMNS.values())
 
 def scratch() -> sqlite3.Connection:
     """An empty in-memory database with the local store's schema (what the engine works on)."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    store._migrate(conn)  # the local store's own migrations: no second copy of its schema
-    return conn
+    return store.connect_memory()
 
 
 def _load_events(conn: sqlite3.Connection, server: str, rows) -> None:
