@@ -24,7 +24,6 @@ Deliver  the destination's `send()` classifies every record (base.DeliveryResult
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import threading
 import time
@@ -32,6 +31,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from ..timefmt import rfc3339
 from .storage import COLUMNS, Storage, _output, column_list
 
 
@@ -100,10 +100,6 @@ def from_env(storage: Storage, text: str, on_error=None) -> "Forwarder":
     backoff = Backoff(base=tuning.pop("backoff_base", 1.0), cap=tuning.pop("backoff_cap", 300.0))
     return Forwarder(storage, open_destinations(settings["urls"], settings["config"]), backoff=backoff,
                      on_error=on_error, **tuning)
-
-
-def _text(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -270,16 +266,16 @@ class Forwarder:
             # What is left: not delivered, or queued again while out (its newer state goes next).
             tx.execute("UPDATE forward_queue SET claim = NULL, claimed_until = 0 WHERE claim = ?", (claim.token,))
             tx.executemany("INSERT INTO forward_dead (dest, record_id, reason, at) VALUES (?, ?, ?, ?)",
-                           [(name, rid, reason, _text(now)) for rid, reason in rejected.items()])
+                           [(name, rid, reason, rfc3339(now)) for rid, reason in rejected.items()])
             if error:
                 failures = tx.one("SELECT failures FROM forward_state WHERE dest = ?", (name,))[0] + 1
                 tx.execute("UPDATE forward_state SET last_error = ?, last_error_at = ?, failures = ?, next_attempt = ?,"
                            " delivered = delivered + ? WHERE dest = ?",
-                           (error, _text(now), failures, now + self.backoff.delay(failures, result.retry_after),
+                           (error, rfc3339(now), failures, now + self.backoff.delay(failures, result.retry_after),
                             len(delivered), name))
             else:
                 tx.execute("UPDATE forward_state SET last_success = ?, failures = 0, next_attempt = 0,"
-                           " delivered = delivered + ? WHERE dest = ?", (_text(now), len(delivered), name))
+                           " delivered = delivered + ? WHERE dest = ?", (rfc3339(now), len(delivered), name))
         return None if error else len(delivered) + len(rejected)
 
 
@@ -315,7 +311,7 @@ def status(storage: Storage, forwarded_here=(), now: float | None = None, recent
                 "destination": dest, "forwarded_here": dest in forwarded_here, "pending": int(pending),
                 "in_flight": int(in_flight), "delivered": int(delivered), "batches": int(batches),
                 "last_success": last_success, "last_error": last_error, "last_error_at": last_error_at,
-                "failures": int(failures), "next_attempt": _text(next_attempt) if next_attempt > now else None,
+                "failures": int(failures), "next_attempt": rfc3339(next_attempt) if next_attempt > now else None,
                 "dead_letters": int(dead),
                 "recent_dead_letters": [{"record_id": rid, "reason": reason, "at": at} for rid, reason, at in tx.all(
                     "SELECT record_id, reason, at FROM forward_dead WHERE dest = ? ORDER BY id DESC LIMIT ?",
