@@ -924,6 +924,9 @@ class AuditContext:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, like Go's net/http: otherwise Nagle holds each body write (sent after its headers)
+    # until the client's delayed ACK, ~40 ms per keep-alive call, unlike a real kube-apiserver
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format, *args):  # quiet
