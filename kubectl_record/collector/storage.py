@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..audit.formats import parse_ts
-from ..store import FIELDS, UNCHAINED, from_row
+from ..store import FIELDS, OUTCOME, UNCHAINED, from_row
 from . import chain
 from .records import TOMBSTONE_FIELDS, Invalid, is_time, to_columns
 
@@ -561,6 +561,47 @@ class Storage:
                 out[tid] = dict(zip(names, row))
         return out
 
+
+
+_INTEGER = {"seq", "duration_ms", "exit_code", "all_namespaces", "mutating", "dry_run", "local_only", "redacted",
+            "unexpanded"}
+_NOT_NULL = {"id", "install_id", "started_at", "state", "source", "argv", "command", "uploader", "received_at", "link"}
+CHAINED_COLUMNS = [n for n in FIELDS if n not in OUTCOME]  # the chained fields and the chain links
+
+
+def _column(name: str, integer: str) -> str:
+    kind = integer if name in _INTEGER else "TEXT"
+    return f'"{name}" {kind}' + (" NOT NULL" if name in _NOT_NULL else "")
+
+
+def tables(integer: str, serial: str) -> list[str]:
+    """The first schema version's tables and indexes, in either dialect (INTEGER, SERIAL: its
+    integer and auto-numbered key types); each backend adds its own append-only triggers."""
+    return [
+        f"CREATE TABLE records ({', '.join(_column(n, integer) for n in COLUMNS)},"
+        " PRIMARY KEY (id), UNIQUE (install_id, seq))",
+        "CREATE INDEX records_started ON records (started_at, id)",
+        "CREATE INDEX records_uploader ON records (uploader, started_at)",
+        "CREATE INDEX records_cluster ON records (cluster, started_at)",
+        # Only the exceptions: chain reports look for them, and nearly every record is `ok`.
+        "CREATE INDEX records_link ON records (install_id, seq) WHERE link IN ('gap', 'break')",
+        "CREATE TABLE installs (install_id TEXT PRIMARY KEY, owner TEXT NOT NULL, first_seen TEXT NOT NULL)",
+        "CREATE TABLE tombstones (id TEXT PRIMARY KEY, deletion TEXT NOT NULL, created_at TEXT NOT NULL,"
+        " deleted_by TEXT NOT NULL, reason TEXT NOT NULL, install_id TEXT NOT NULL,"
+        f" seq_from {integer}, seq_to {integer},"
+        f" count {integer} NOT NULL, prev_hash TEXT, last_hash TEXT, first_started_at TEXT, last_started_at TEXT,"
+        " uploader TEXT NOT NULL, received_at TEXT NOT NULL, link TEXT NOT NULL)",
+        "CREATE INDEX tombstones_install ON tombstones (install_id, seq_to)",
+        f"CREATE TABLE findings (id {serial}, install_id TEXT NOT NULL, seq {integer},"
+        " kind TEXT NOT NULL, detail TEXT NOT NULL, found_at TEXT NOT NULL)",
+        "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,"
+        " created_at TEXT NOT NULL, revoked_at TEXT)",
+        f"CREATE TABLE access_log (id {serial}, at TEXT NOT NULL, user_name TEXT NOT NULL,"
+        f" role TEXT NOT NULL, what TEXT NOT NULL, query TEXT NOT NULL, returned {integer} NOT NULL)",
+        f"CREATE TABLE retention_log (id {serial}, at TEXT NOT NULL, user_name TEXT NOT NULL,"
+        f" before_time TEXT NOT NULL, reason TEXT, deleted {integer} NOT NULL)",
+        "CREATE TABLE retention_grant (granted INTEGER)",
+    ]
 
 BY_ID_COLUMNS = ("id", "install_id", "hash") + MUTABLE
 TOMBSTONE_COLUMNS = TOMBSTONE_FIELDS + EXTRA

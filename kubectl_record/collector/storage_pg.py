@@ -10,40 +10,14 @@ import re
 from contextlib import contextmanager
 
 from . import forward, webhook
-from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
-from .storage_sqlite import CHAINED_COLUMNS, _INTEGER, _NOT_NULL
+from .storage import BY_ID_COLUMNS, CHAINED_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list, tables
 
 _SCHEMA_LOCK = 0x6B72_7363  # an arbitrary constant shared by every instance ("krsc")
 
 
-def _column(name: str) -> str:
-    kind = "BIGINT" if name in _INTEGER else "TEXT"
-    return f'"{name}" {kind}' + (" NOT NULL" if name in _NOT_NULL else "")
-
-
 DDL = [
     "CREATE TABLE schema_version (version INTEGER NOT NULL)",
-    f"CREATE TABLE records ({', '.join(_column(n) for n in COLUMNS)}, PRIMARY KEY (id), UNIQUE (install_id, seq))",
-    "CREATE INDEX records_started ON records (started_at, id)",
-    "CREATE INDEX records_uploader ON records (uploader, started_at)",
-    "CREATE INDEX records_cluster ON records (cluster, started_at)",
-    # Only the exceptions: chain reports look for them, and nearly every record is `ok`.
-    "CREATE INDEX records_link ON records (install_id, seq) WHERE link IN ('gap', 'break')",
-    "CREATE TABLE installs (install_id TEXT PRIMARY KEY, owner TEXT NOT NULL, first_seen TEXT NOT NULL)",
-    "CREATE TABLE tombstones (id TEXT PRIMARY KEY, deletion TEXT NOT NULL, created_at TEXT NOT NULL,"
-    " deleted_by TEXT NOT NULL, reason TEXT NOT NULL, install_id TEXT NOT NULL, seq_from BIGINT, seq_to BIGINT,"
-    " count BIGINT NOT NULL, prev_hash TEXT, last_hash TEXT, first_started_at TEXT, last_started_at TEXT,"
-    " uploader TEXT NOT NULL, received_at TEXT NOT NULL, link TEXT NOT NULL)",
-    "CREATE INDEX tombstones_install ON tombstones (install_id, seq_to)",
-    "CREATE TABLE findings (id BIGSERIAL PRIMARY KEY, install_id TEXT NOT NULL, seq BIGINT,"
-    " kind TEXT NOT NULL, detail TEXT NOT NULL, found_at TEXT NOT NULL)",
-    "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,"
-    " created_at TEXT NOT NULL, revoked_at TEXT)",
-    "CREATE TABLE access_log (id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, user_name TEXT NOT NULL,"
-    " role TEXT NOT NULL, what TEXT NOT NULL, query TEXT NOT NULL, returned BIGINT NOT NULL)",
-    "CREATE TABLE retention_log (id BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, user_name TEXT NOT NULL,"
-    " before_time TEXT NOT NULL, reason TEXT, deleted BIGINT NOT NULL)",
-    "CREATE TABLE retention_grant (granted INTEGER)",
+    *tables(integer="BIGINT", serial="BIGSERIAL PRIMARY KEY"),
     # Append-only, enforced by the database (see storage.py).
     """CREATE FUNCTION kr_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN

@@ -7,44 +7,11 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-from ..store import FIELDS, OUTCOME
 from . import forward, webhook
-from .storage import BY_ID_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list
-
-_INTEGER = {"seq", "duration_ms", "exit_code", "all_namespaces", "mutating", "dry_run", "local_only", "redacted",
-            "unexpanded"}
-_NOT_NULL = {"id", "install_id", "started_at", "state", "source", "argv", "command", "uploader", "received_at", "link"}
-
-
-def _column(name: str) -> str:
-    kind = "INTEGER" if name in _INTEGER else "TEXT"
-    return f'"{name}" {kind}' + (" NOT NULL" if name in _NOT_NULL else "")
-
-
-CHAINED_COLUMNS = [n for n in FIELDS if n not in OUTCOME]  # the chained fields and the chain links
+from .storage import BY_ID_COLUMNS, CHAINED_COLUMNS, COLUMNS, SEQ_COLUMNS, Storage, StorageError, column_list, tables
 
 DDL = [
-    f"CREATE TABLE records ({', '.join(_column(n) for n in COLUMNS)}, PRIMARY KEY (id), UNIQUE (install_id, seq))",
-    "CREATE INDEX records_started ON records (started_at, id)",
-    "CREATE INDEX records_uploader ON records (uploader, started_at)",
-    "CREATE INDEX records_cluster ON records (cluster, started_at)",
-    # Only the exceptions: chain reports look for them, and nearly every record is `ok`.
-    "CREATE INDEX records_link ON records (install_id, seq) WHERE link IN ('gap', 'break')",
-    "CREATE TABLE installs (install_id TEXT PRIMARY KEY, owner TEXT NOT NULL, first_seen TEXT NOT NULL)",
-    "CREATE TABLE tombstones (id TEXT PRIMARY KEY, deletion TEXT NOT NULL, created_at TEXT NOT NULL,"
-    " deleted_by TEXT NOT NULL, reason TEXT NOT NULL, install_id TEXT NOT NULL, seq_from INTEGER, seq_to INTEGER,"
-    " count INTEGER NOT NULL, prev_hash TEXT, last_hash TEXT, first_started_at TEXT, last_started_at TEXT,"
-    " uploader TEXT NOT NULL, received_at TEXT NOT NULL, link TEXT NOT NULL)",
-    "CREATE INDEX tombstones_install ON tombstones (install_id, seq_to)",
-    "CREATE TABLE findings (id INTEGER PRIMARY KEY AUTOINCREMENT, install_id TEXT NOT NULL, seq INTEGER,"
-    " kind TEXT NOT NULL, detail TEXT NOT NULL, found_at TEXT NOT NULL)",
-    "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, user_name TEXT NOT NULL, role TEXT NOT NULL, scope TEXT,"
-    " created_at TEXT NOT NULL, revoked_at TEXT)",
-    "CREATE TABLE access_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user_name TEXT NOT NULL,"
-    " role TEXT NOT NULL, what TEXT NOT NULL, query TEXT NOT NULL, returned INTEGER NOT NULL)",
-    "CREATE TABLE retention_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, user_name TEXT NOT NULL,"
-    " before_time TEXT NOT NULL, reason TEXT, deleted INTEGER NOT NULL)",
-    "CREATE TABLE retention_grant (granted INTEGER)",
+    *tables(integer="INTEGER", serial="INTEGER PRIMARY KEY AUTOINCREMENT"),
     # Append-only, enforced by the database: the chained content never changes, and rows go only
     # through the retention operation, which grants itself the right inside its own transaction.
     f"CREATE TRIGGER records_append_only BEFORE UPDATE OF {column_list(CHAINED_COLUMNS)}, uploader, received_at"
