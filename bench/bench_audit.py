@@ -45,12 +45,20 @@ def accuracy(args) -> dict:
     from tests.apiserver.audit import OffsetClock
     from tests.apiserver.fixtures import run_apiserver
 
-    out = {}
+    from kubectl_record.audit.policy import RECOMMENDED
+
+    # "all": every call at RequestResponse (the response kind tells `get` from other reads);
+    # "recommended": `kubectl record audit policy` (reads at Metadata, no RequestReceived stage)
+    policy = RECOMMENDED if args.policy == "recommended" else None
+    out = {"policy": args.policy}
     for marker in (False, True):
         with tempfile.TemporaryDirectory(prefix="kr-audit-bench-", ignore_cleanup_errors=True) as tmp:
             tmp = Path(tmp)
+            if args.keep_dir:  # the store, log and side file, to study the links afterwards
+                tmp = Path(args.keep_dir) / ("marker" if marker else "plain")
+                tmp.mkdir(parents=True, exist_ok=True)
             with run_apiserver(tmp / "api", clock=OffsetClock(), skew=args.skew, lag=args.lag,
-                               lag_jitter=args.jitter, watch_max_seconds=2) as h:
+                               lag_jitter=args.jitter, watch_max_seconds=2, policy=policy) as h:
                 env = recorder_env(tmp / "rec", str(h.kubeconfig("alice")), marker)
                 took = run_sessions(env, args.invocations, args.sessions, seed=args.seed)
                 ingest(env)
@@ -227,6 +235,10 @@ def main() -> None:
     a.add_argument("--lag", type=float, default=30.0)
     a.add_argument("--jitter", type=float, default=0.0)
     a.add_argument("--seed", type=int, default=1)
+    a.add_argument("--policy", choices=("all", "recommended"), default="all",
+                   help="the test server's audit policy: RequestResponse for all but Secrets and"
+                        " ConfigMaps (default), or the recommended one")
+    a.add_argument("--keep-dir", help="keep each run's store, audit log and ground truth under this directory")
     s = sub.add_parser("speed")
     s.add_argument("--events", type=int, default=200_000)
     s.add_argument("--mb", type=int, default=0)
@@ -235,7 +247,10 @@ def main() -> None:
     res = accuracy(args) if args.what == "accuracy" else speed(args)
     outdir = REPO / "bench" / "results"
     outdir.mkdir(parents=True, exist_ok=True)
-    name = f"audit-{args.what}-{args.invocations if args.what == 'accuracy' else (str(args.mb) + 'MB' if args.mb else args.events)}.json"
+    name = f"audit-{args.what}-{args.invocations if args.what == 'accuracy' else (str(args.mb) + 'MB' if args.mb else args.events)}"
+    if args.what == "accuracy" and args.policy != "all":
+        name += f"-{args.policy}"
+    name += ".json"
     (outdir / name).write_text(json.dumps(res, indent=1))
 
 

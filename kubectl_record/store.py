@@ -246,6 +246,13 @@ def m007_audit_response_kind(db) -> None:
     db.execute("ALTER TABLE audit_events ADD COLUMN response_kind TEXT NOT NULL DEFAULT ''")
 
 
+@migration
+def m008_audit_sets(db) -> None:
+    """What each imported patch sets that a command line names (formats.sets_of): two
+    `kubectl label` runs at once tell their patches apart by it."""
+    db.execute("ALTER TABLE audit_events ADD COLUMN sets TEXT NOT NULL DEFAULT ''")
+
+
 def rebuild_search(conn: sqlite3.Connection) -> None:
     """Re-derive records_fts and record_names from records (after VACUUM or a bulk repair)."""
     conn.execute("INSERT INTO records_fts (records_fts) VALUES ('rebuild')")

@@ -21,10 +21,11 @@ def rec(rid: str, argv: list[str], start: float, end: float) -> corr.Rec:
 
 
 def ev(aid: str, t: float, verb: str, sub: str = "", manager: str = "", resource: str = "pods",
-       kind: str = "") -> tuple:
-    # the columns of correlate._EV_COLS (kind: the responseObject's, logged at RequestResponse level)
+       kind: str = "", sets: str = "") -> tuple:
+    # the columns of correlate._EV_COLS (kind: the responseObject's, logged at RequestResponse
+    # level; sets: what a patch sets, from its requestObject)
     return (aid, t, verb, "alice", "", "kubectl/v1.32.4", resource, sub, "default", POD if verb != "list" else "",
-            "", 200, "allow", "/api/v1/namespaces/default/pods", 3, manager, kind)
+            "", 200, "allow", "/api/v1/namespaces/default/pods", 3, manager, kind, sets)
 
 
 @pytest.mark.parametrize("argv,calls,fits", [
@@ -184,3 +185,70 @@ def test_the_skew_is_the_whole_range_the_runs_allow():
     skew, support, width = corr.estimate_skew(runs, evs)
     assert skew - width / 2 <= 2.0 <= skew + width / 2
     assert width <= 0.61  # [1.9, 2.5]: no wider than the runs allow
+
+
+@pytest.mark.parametrize("argv,sets,fits", [
+    (["label", "pod", POD, "a=b"], "label:a=b", True),
+    (["label", "pod", POD, "a=b"], "label:a=c", False),           # another label run's patch
+    (["label", "pod", POD, "a=b", "c-"], "label:c-", True),       # only what changes is sent
+    (["label", "pod", POD, "a=b", "--overwrite"], "label:a=b\nlabel:z=y", False),
+    (["annotate", "pod", POD, "token=***"], "annotate:token=***", True),  # masked on both sides
+    (["annotate", "pod", POD, "n=v"], "label:n=v", False),        # labels are not annotations
+    (["scale", "deploy", POD, "--replicas", "3"], "replicas:3", True),
+    (["scale", "deploy", POD, "--replicas=3"], "replicas:2", False),
+    (["patch", "pod", POD, "-p", "{}"], "label:a=b", True),        # a command line that does not say
+])
+def test_what_a_patch_sets_must_be_what_the_command_line_says(argv, sets, fits):
+    r = rec("x", argv, 0.0, 1.0)  # (on pods: rec's resource)
+    assert (expect.score(r.exp, "pods", "scale" if argv[0] == "scale" else "", "patch", "default", POD,
+                         sets=sets) > 0) is fits
+
+
+def test_two_label_runs_at_once_are_told_apart_by_what_their_patches_set():
+    # both runs GET then PATCH the same pod, all four calls inside both runs; the timing alone
+    # allows either pairing, the patches' bodies only one
+    x = rec("x", ["label", "pod", POD, "s1=v1", "--overwrite"], 0.0, 1.0)
+    y = rec("y", ["label", "pod", POD, "s2=v9", "--overwrite"], 0.0, 1.0)
+    evs = [ev("g1", 0.2, "get"), ev("g2", 0.3, "get"),
+           ev("p1", 0.4, "patch", manager="kubectl-label", sets="label:s2=v9"),
+           ev("p2", 0.5, "patch", manager="kubectl-label", sets="label:s1=v1")]
+    corr.assign([x, y], evs, 0.0, 0.01)
+    assert "p2" in [e[0] for e, _ in x.unique] and "p1" in [e[0] for e, _ in y.unique]
+    # the GETs each precede both patches: still either run's
+    assert corr.status_of(x, True)[0] == "ambiguous"
+
+
+def _paced(n: int, verb_argv: list[str], calls: list[tuple], gaps: list[float], t0: float = 100.0) -> tuple:
+    """N past runs of a command that sent CALLS (verb, subresource) GAPS apart, each alone."""
+    runs, evs = [], []
+    for k in range(n):
+        t = t0 + k * 2.0
+        runs.append(rec(f"past{k}", verb_argv, t, t + 1.0))
+        at = t + 0.2
+        for j, (verb, sub) in enumerate(calls):
+            at += gaps[j - 1] * (1 + 0.2 * ((k % 3) - 1)) if j else 0.0
+            evs.append(ev(f"past{k}-{j}", at, verb, sub))
+    return runs, evs
+
+
+def test_the_pace_of_a_commands_calls_settles_which_run_sent_the_same_get():
+    # describe GETs the pod twice, 3 ms apart, then lists events 5 ms later; logs GETs it and
+    # asks for the log 4 ms later (as learned from past runs). Now both run at once: GETs at
+    # 0.200 and 0.203 (describe's) and 0.205 (logs'), describe's events list at 0.208, logs'
+    # /log at 0.209. Every order fits the plans; only one keeps both commands at their pace.
+    d_past, d_evs = _paced(12, ["describe", "pod", POD], [("get", ""), ("get", ""), ("list", "")], [0.003, 0.005])
+    l_past, l_evs = _paced(12, ["logs", POD], [("get", ""), ("get", "log")], [0.004], t0=200.0)
+    corr.assign(d_past + l_past, d_evs + l_evs, 0.0, 0.01)
+    pace = corr.learn_pace(d_past + l_past)
+    assert set(pace) == {("describe", 3), ("logs", 2)}
+    d = rec("d", ["describe", "pod", POD], 0.0, 1.0)
+    lg = rec("l", ["logs", POD], 0.0, 1.0)
+    d.exp = expect.expect({**d.data, "resource": "pods"})
+    now = [ev("g1", 0.200, "get"), ev("g2", 0.203, "get"), ev("g3", 0.205, "get"),
+           ev("ls", 0.208, "list", resource="events"), ev("lg", 0.209, "get", "log")]
+    corr.assign([d, lg], now, 0.0, 0.01)
+    assert corr.status_of(lg, True)[0] == "ambiguous"  # without the pace, any GET can be logs'
+    corr._reset([d, lg])
+    corr.assign([d, lg], now, 0.0, 0.01, pace=pace)
+    assert sorted(e[0] for e, _ in d.unique) == ["g1", "g2", "ls"]
+    assert sorted(e[0] for e, _ in lg.unique) == ["g3", "lg"]

@@ -229,6 +229,39 @@ def test_the_response_kind_is_kept_from_whichever_stage_logs_it(tmp_path):
     assert rows == {"t1": "Table", "m1": ""}
 
 
+@pytest.mark.parametrize("verb,sub,body,sets", [
+    ("patch", "", {"metadata": {"labels": {"s4": "v29"}}}, "label:s4=v29"),       # kubectl label
+    ("patch", "", {"metadata": {"annotations": {"n1": "v2", "gone": None}}}, "annotate:gone-\nannotate:n1=v2"),
+    ("patch", "", {"metadata": {"annotations": {"api-token": "abc123"}}}, "annotate:api-token=***"),  # masked
+    ("patch", "scale", {"spec": {"replicas": 3}}, "replicas:3"),                   # kubectl scale
+    ("patch", "", {"spec": {"replicas": 3}}, ""),                                  # not the scale subresource
+    ("patch", "", {"spec": {"template": {"metadata": {"annotations": {"x": "y"}}}}}, ""),  # rollout restart
+    ("update", "", {"metadata": {"labels": {"app": "web"}}}, ""),                  # a whole object
+    ("patch", "", None, ""),                                                        # Metadata level
+    ("patch", "", {"metadata": {"labels": ["wrong", "type"]}}, ""),
+])
+def test_what_a_patch_sets_is_kept_masked(verb, sub, body, sets):
+    ref = {"resource": "deployments" if sub else "pods", "namespace": "default", "name": "w"}
+    if sub:
+        ref["subresource"] = sub
+    obj = event(verb=verb, objectRef=ref, level="RequestResponse")
+    if body is not None:
+        obj["requestObject"] = body
+    assert formats.from_event(obj).sets == sets
+
+
+def test_a_gke_patch_keeps_what_it_sets():
+    entry = {"operation": {"id": "6d9c1e8a-aaaa-bbbb-cccc-000000000003", "first": True, "last": True},
+             "protoPayload": {"methodName": "io.k8s.core.v1.pods.patch",
+                              "resourceName": "core/v1/namespaces/shop/pods/web-0",
+                              "authenticationInfo": {"principalEmail": "bob@example.com"},
+                              "requestMetadata": {"callerSuppliedUserAgent": "kubectl/v1.32.4"}, "status": {},
+                              "request": {"@type": "k8s.io/Patch", "metadata": {"labels": {"tier": "gold"}}}},
+             "timestamp": "2026-11-27T19:12:25Z"}
+    (ev,), c = parse_bytes(json.dumps(entry).encode())
+    assert (ev.verb, ev.name, ev.sets) == ("patch", "web-0", "label:tier=gold")
+
+
 def test_gzip_and_resume_positions(tmp_path):
     conn = _conn(tmp_path)
     gz = tmp_path / "audit-old.log.gz"

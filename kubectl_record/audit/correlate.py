@@ -12,19 +12,22 @@ Per cluster (server URL), over slices of time:
 3. Candidates: for every unmarked kubectl event, the records of the same identity (from
    SelfSubjectReview; unknown identity fits any user) and impersonation whose run, shifted by
    the skew and widened by a margin, contains the event, scored by the expected-call model
-   (expect.py): 3 object name, 2 resource, 1 generic (discovery).
+   (expect.py): 3 object name, 2 resource, 1 generic (discovery); a patch whose body sets
+   labels, annotations or replicas other than the command line's is not the run's.
 4. Assignment: each event goes to at most one record. Only the best-scoring candidates stay; a
    single one gets the event. The events several runs could take are grouped by the runs they
    share, and each group is solved whole (`_solve`): of the ways to hand them out that place the
    most events while every run's calls follow its command's plan (expect.py: which calls, how
    many, in which order) under one skew for all, then leave the fewest successful runs short of
-   their calls, an event every way gives to the same run is that run's; one that goes to
-   different runs in different ways is shared as `ambiguous` (every candidate kept, as the
-   contract says): the audit log cannot tell identical calls apart (the same GET of a pod from
-   `describe` and `logs` running at once). A group too large to solve is shared. The start-up
-   and exit times learned from the runs settle only generic events: under a changing load a
-   run starts up faster or slower than any seen. A generic event that fits several different
-   runs is left unlinked (it says nothing).
+   their calls, and then keep each run's calls at the pace its command's calls come in runs
+   that were alone (`learn_pace`; ways at most PACE_ODDS times less likely than the likeliest
+   stay), an event every way gives to the same run is that run's; one that goes to different
+   runs in different ways is shared as `ambiguous` (every candidate kept, as the contract
+   says): the audit log cannot tell identical calls apart (the same GET of a pod from
+   `describe` and `logs` running at once, both at their usual pace). A group too large to
+   solve is shared. The start-up and exit times learned from the runs settle only generic
+   events: under a changing load a run starts up faster or slower than any seen. A generic
+   event that fits several different runs is left unlinked (it says nothing).
 5. Status per record: exact / strong / partial / ambiguous / missing / none / pending (the
    source's watermark has not passed the run's end plus a grace period).
 """
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
+import statistics
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -53,7 +58,7 @@ SKEW_SLACK = 1      # events without a fitting run a skew may leave and still be
 _REC_COLS = ("id", "started_at", "ended_at", "verb", "resource", "names", "namespace", "all_namespaces",
              "context", "user", "argv", "local_only", "exit_code", "identity", "impersonate", "state")
 _EV_COLS = ("audit_id", "ts", "verb", "user", "impersonated", "ua", "resource", "subresource", "namespace",
-            "name", "api_group", "code", "decision", "path", "rank", "manager", "response_kind")
+            "name", "api_group", "code", "decision", "path", "rank", "manager", "response_kind", "sets")
 
 
 @dataclass
@@ -148,7 +153,7 @@ def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW)
         for r in srt[lo:hi]:
             if r.end + max_skew < ts or r.marked or not _user_ok(r, ev):
                 continue
-            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "") >= least:
+            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "", ev[17] or "") >= least:
                 fits.append((ts - r.end, ts - r.start))
                 if len(fits) > most:
                     break
@@ -275,7 +280,7 @@ def _feasible(r: Rec, ev: tuple, skew: float, lead_hi: float | None, tail_hi: fl
 
 def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
            lead: float | None = None, tail: float | None = None,
-           lead_hi: float | None = None, tail_hi: float | None = None) -> list[tuple]:
+           lead_hi: float | None = None, tail_hi: float | None = None, pace: dict | None = None) -> list[tuple]:
     """Steps 1, 3 and 4 of the module docstring, in place on recs. Returns the generic events
     left unlinked because several different runs fit them (not "unmatched" activity)."""
     dropped: list[tuple] = []
@@ -303,7 +308,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
         for r in srt[lo:hi]:
             if r.marked or r.exact or r.end - tail < t or r.start + lead > t or not _user_ok(r, ev):
                 continue
-            s = _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "")
+            s = _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "", ev[17] or "")
             if s > best:
                 best, cands = s, [r]
             elif s == best and s:
@@ -330,7 +335,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
     pending = [(ev, [r for r in cands if not r.exact], best) for ev, cands, best in pending]
     pending = [p for p in pending if p[1]]
     for part in _components([p for p in pending if p[2] >= 2]):
-        can = _solve(part, skew, margin)
+        can = _solve(part, skew, margin, pace)
         if can is None:
             continue  # too many combinations, or no way fits the model: as below
         for (ev, cands, best), runs in zip(part, can):
@@ -387,24 +392,26 @@ def _components(items: list[tuple]) -> list[list[tuple]]:
     return [sorted(g, key=lambda it: it[0][1]) for g in groups.values()]
 
 
-def _solve(items: list[tuple], skew: float, margin: float) -> list[set] | None:
+def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = None) -> list[set] | None:
     """The assignments of these shared events that give the most of them a run, each run's calls
     following its command's plan, under one skew within SKEW ± MARGIN for all of them (an event
     may stay unassigned: another client's, or a run the model does not know), and of those, the
     ones where the most runs that succeeded have at least the calls their command sends (the
     log holds this kind of call, so a run that made it has it there).
+    Of those, the ones whose calls come at the pace the command's calls come in other runs are
+    kept: none more than PACE_ODDS times less likely than the likeliest (`pace_loglik`).
     Returns, per event, the ids of the runs it goes to in at least one of those assignments (one
     run: in all of them; none: it stays unlinked). None: too many combinations to try."""
     runs = {r.id: r for _, cands, _ in items for r in cands}
     held = {rid: sorted((e for e, s in r.unique if s >= 2), key=lambda e: e[1]) for rid, r in runs.items()}
-    can: list[set] = [set() for _ in items]
     choice: list = [None] * len(items)
+    leaves: list[tuple[float, list]] = []  # (pace log-likelihood, choice) of the best key's assignments
     best = (-1, -1)
     steps = 0
     succeeded = [r for r in runs.values() if r.data.get("exit_code") == 0 and r.exp.min_calls]
 
     def walk(i: int, placed: int, lo: float, hi: float) -> bool:
-        nonlocal steps, best, can
+        nonlocal steps, best, leaves
         steps += 1
         if steps > SOLVE_NODES:
             return False
@@ -415,10 +422,9 @@ def _solve(items: list[tuple], skew: float, margin: float) -> list[set] | None:
             if key < best:
                 return True
             if key > best:
-                best, can = key, [set() for _ in items]
-            for k, r in enumerate(choice):
-                if r is not None:
-                    can[k].add(r.id)
+                best, leaves = key, []
+            ll = sum(pace_loglik(pace, r, held[r.id]) for r in runs.values()) if pace else 0.0
+            leaves.append((ll, list(choice)))
             return True
         ev = items[i][0]
         for r in items[i][1]:
@@ -440,7 +446,59 @@ def _solve(items: list[tuple], skew: float, margin: float) -> list[set] | None:
 
     if not walk(0, 0, skew - margin, skew + margin) or best[0] < 0:
         return None
+    can: list[set] = [set() for _ in items]
+    top = max(ll for ll, _ in leaves)
+    for ll, ch in leaves:
+        if ll >= top - PACE_ODDS_LOG:
+            for k, r in enumerate(ch):
+                if r is not None:
+                    can[k].add(r.id)
     return can
+
+
+# How much less likely than the likeliest, by the pace of its calls, an assignment of a group's
+# shared events may be and still be kept (see _solve), and the runs of a command, by how many
+# calls they made, needed before its pace says anything.
+PACE_ODDS = 6
+PACE_ODDS_LOG = math.log(PACE_ODDS)
+PACE_MIN_RUNS = 12
+PACE_MIN_SD = 0.25  # log-seconds: no command's pace is known closer than this
+
+
+def learn_pace(recs: list[Rec]) -> dict:
+    """(verb, resource calls) → per gap between consecutive calls, the (mean, sd) of its log
+    seconds, from the successful runs whose every event was theirs alone. One kubectl sends its
+    calls one after another, each soon after the last answer: two runs that each sent the same
+    GET at about the same time are told apart by which order keeps both at their usual pace."""
+    seen: dict[tuple, list[list[float]]] = {}
+    for r in recs:
+        if r.shared or r.exact or r.exp.plan is None or r.data.get("exit_code") != 0:
+            continue
+        ts = sorted(e[1] for e, s in r.unique if s >= 2)
+        if len(ts) < 2:
+            continue
+        steps = seen.setdefault((r.data.get("verb"), len(ts)), [[] for _ in ts[1:]])
+        for i in range(1, len(ts)):
+            steps[i - 1].append(math.log(max(ts[i] - ts[i - 1], 1e-4)))
+    out = {}
+    for key, steps in seen.items():
+        if len(steps[0]) >= PACE_MIN_RUNS:
+            out[key] = [(statistics.fmean(xs), max(statistics.pstdev(xs), PACE_MIN_SD)) for xs in steps]
+    return out
+
+
+def pace_loglik(pace: dict, r: Rec, evs: list) -> float:
+    """The log-likelihood of the gaps between R's calls EVS (in time order) under its command's
+    learned pace; 0 when not learned."""
+    fit = pace.get((r.data.get("verb"), len(evs)))
+    if not fit:
+        return 0.0
+    ll = 0.0
+    for i in range(1, len(evs)):
+        mu, sd = fit[i - 1]
+        z = (math.log(max(evs[i][1] - evs[i - 1][1], 1e-4)) - mu) / sd
+        ll -= 0.5 * z * z + math.log(sd)
+    return ll
 
 
 def _gets_ok(r: Rec, evs: list) -> bool:
@@ -551,8 +609,9 @@ def correlate(conn: sqlite3.Connection, server: str, since: float | None = None,
                 lead_hi, tail_hi = learned[3], learned[4]
                 conn.execute("UPDATE audit_clusters SET lead = ?, tail = ? WHERE server = ?", (lead, tail, server))
             summary.lead, summary.tail = lead, tail
+            pace = learn_pace(recs)
             _reset(recs)
-        dropped = assign(recs, evs, skew_fixed, use_margin, lead, tail, lead_hi, tail_hi)
+        dropped = assign(recs, evs, skew_fixed, use_margin, lead, tail, lead_hi, tail_hi, pace)
         own = [r for r in recs if a <= r.start < b]
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import kubectl_args
+from .formats import sets_items
 
 READ = frozenset({"get", "list", "watch"})
 WRITE = frozenset({"create", "update", "patch"})
@@ -34,6 +35,7 @@ class Expect:
     paths: frozenset = frozenset()          # non-resource paths that are its own calls (score 2)
     plan: tuple | None = None               # its resource calls in order, see _plan (None: not known)
     table: bool | None = None               # answered with Table rows (True) or objects (False), see _table
+    sets: frozenset | None = None           # what its patches may set (formats.sets_of lines; None: not known)
 
 
 def _res_list(resource: str | None) -> frozenset | None:
@@ -123,6 +125,7 @@ def _expect_full(record: dict) -> Expect:
         p = kubectl_args.parse(record.get("argv") or [])
         e.managers = _managers(verb, p.flags)
         e.table = _table(verb, dict(p.flags))
+        e.sets = _sets(verb, p)
         flags = {n for n, _ in p.flags}
         if e.names and not flags & {"--watch", "-w", "--follow", "-f", "--filename"}:
             e.gets, e.get_order = _GETS.get(verb, (None, None))
@@ -191,6 +194,17 @@ def follows_plan(exp: Expect, evs: list) -> bool:
         else:
             return False
     return True
+
+
+def _sets(verb: str, p) -> frozenset | None:
+    """The lines of formats.sets_of its patches can carry: `label`/`annotate` send only the
+    pairs that change (a subset of the command line's), `scale` its --replicas."""
+    if verb in ("label", "annotate"):
+        return frozenset(sets_items(verb, [a for a in p.positionals if "=" in a or a.endswith("-")]))
+    if verb == "scale":
+        n = dict(p.flags).get("--replicas")
+        return frozenset({f"replicas:{n}"}) if n and n.isdigit() else None
+    return None
 
 
 def _table(verb: str, flags: dict) -> bool | None:
@@ -298,10 +312,12 @@ def _expect(record: dict) -> Expect:
 
 
 def score(exp: Expect, resource: str, subresource: str, verb: str, namespace: str, name: str,
-          manager: str = "", path: str = "", response_kind: str = "") -> int:
+          manager: str = "", path: str = "", response_kind: str = "", sets: str = "") -> int:
     """0..3, see the module docstring."""
     if not exp.calls:
         return 0
+    if sets and exp.sets is not None and not exp.sets.issuperset(sets.split("\n")):
+        return 0  # a patch setting what this command line does not (another `label` run's)
     if response_kind and response_kind != "Status" and exp.table is not None \
             and (response_kind == "Table") != exp.table:
         return 0  # a Table where the command reads objects, or the reverse (errors answer a Status)

@@ -60,6 +60,7 @@ class Ev(NamedTuple):
     path: str            # requestURI without the query
     manager: str = ""    # the fieldManager query parameter (writes), e.g. kubectl-label
     response_kind: str = ""  # responseObject's kind (RequestResponse level), e.g. Table, Pod, Status
+    sets: str = ""           # what a patch sets that the command line names too (see sets_of)
 
 
 class Counters:
@@ -158,16 +159,59 @@ def from_event(obj: dict) -> Ev | None:
     path = uri if q < 0 else uri[:q]
     ro = obj.get("responseObject")
     response_kind = _s(ro.get("kind"))[:64] if isinstance(ro, dict) else ""
+    verb = _s(obj.get("verb"))
+    sets = sets_of(verb, _s(ref.get("subresource")), obj.get("requestObject")) if verb == "patch" else ""
     manager = ""
     if q >= 0:
         m = uri.find("fieldManager=", q)
         if m >= 0:
             end = uri.find("&", m)
             manager = uri[m + 13:end if end >= 0 else len(uri)][:128]
-    return Ev(audit_id, stage, ts, _s(obj.get("verb")), username, impname, _s(obj.get("userAgent")),
+    return Ev(audit_id, stage, ts, verb, username, impname, _s(obj.get("userAgent")),
               _s(ref.get("resource")), _s(ref.get("subresource")), _s(ref.get("namespace")),
               _s(ref.get("name")), _s(ref.get("apiGroup")), code, decision, path[:512], manager,
-              response_kind)
+              response_kind, sets)
+
+
+# Patches whose body the command line names: labels and annotations (`kubectl label/annotate`
+# send a merge patch of only what changes), a scale's replicas.
+_SETS_MAPS = (("labels", "label"), ("annotations", "annotate"))
+SETS_MAX = 1024
+
+
+def sets_of(verb: str, subresource: str, body: Any) -> str:
+    """What a patch request sets that its command line also names, as sorted lines `label:k=v`,
+    `annotate:k-` (removed), `replicas:3`; masked as the recorder masks those words in a
+    command line (sets_items), so nothing is kept that the record would not show. '' when the
+    body says none of it (Metadata level, another kind of patch)."""
+    if verb != "patch" or not isinstance(body, dict):
+        return ""
+    items: list[str] = []
+    spec = body.get("spec")
+    if subresource == "scale" and isinstance(spec, dict):
+        n = spec.get("replicas")
+        if isinstance(n, int) and not isinstance(n, bool):
+            items.append(f"replicas:{n}")
+    meta = body.get("metadata")
+    if isinstance(meta, dict):
+        for key, cmd in _SETS_MAPS:
+            m = meta.get(key)
+            if isinstance(m, dict) and m:
+                items += sets_items(cmd, [f"{k}-" if v is None else f"{k}={v}" for k, v in m.items()
+                                          if isinstance(v, str) or v is None])
+    return "\n".join(sorted(items))[:SETS_MAX]
+
+
+def sets_items(command: str, pairs: list[str]) -> list[str]:
+    """`kubectl label/annotate` KEY=VALUE / KEY- words as sets_of's lines, masked by the
+    recorder's own rules for that command's arguments (values cut short: they only need to
+    tell two runs apart)."""
+    if not pairs:
+        return []
+    from ..redact import mask_argv  # only for the rare patch with a body
+
+    masked, _ = mask_argv([command, "pod", "x", *pairs])
+    return [f"{command}:{w.replace(chr(10), ' ')[:200]}" for w in masked[3:]]
 
 
 # Events of other clients (controllers, Dashboard…) only count per user agent and user: they
@@ -294,13 +338,11 @@ def from_gke(entry: dict) -> Ev | None:
         ai = _g(payload, "authorizationInfo", "authorization_info")
         if isinstance(ai, list) and ai and isinstance(ai[0], dict):
             decision = "allow" if ai[0].get("granted") else "forbid"
-    imp = ""
-    dele = _g(auth, "serviceAccountDelegationInfo")
-    if isinstance(dele, list) and dele:
-        pass
-    return Ev(audit_id, stage, ts, verb, _s(_g(auth, "principalEmail", "principal_email")), imp,
+    # the request body (RequestResponse level) is `request`, with an "@type" added
+    sets = sets_of(verb, sub, _g(payload, "request")) if verb == "patch" else ""
+    return Ev(audit_id, stage, ts, verb, _s(_g(auth, "principalEmail", "principal_email")), "",
               _s(_g(meta, "callerSuppliedUserAgent", "caller_supplied_user_agent")), resource, sub, ns, name,
-              group, code, decision, "/" + _s(_g(payload, "resourceName", "resource_name")))
+              group, code, decision, "/" + _s(_g(payload, "resourceName", "resource_name")), sets=sets)
 
 
 # ---------------------------------------------------------------------------- dispatch

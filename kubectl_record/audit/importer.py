@@ -56,14 +56,15 @@ def client_key(ua: str) -> str:
 
 _UPSERT = (
     "INSERT INTO audit_events (audit_id, server, stages, rank, ts, verb, user, impersonated, ua, resource,"
-    " subresource, namespace, name, api_group, code, decision, path, manager, response_kind) VALUES"
-    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " subresource, namespace, name, api_group, code, decision, path, manager, response_kind, sets) VALUES"
+    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT(audit_id) DO UPDATE SET stages = stages | excluded.stages,"
     " rank = max(rank, excluded.rank),"
     " code = CASE WHEN excluded.rank > rank THEN coalesce(excluded.code, code) ELSE code END,"
     " decision = CASE WHEN excluded.decision != '' THEN excluded.decision ELSE decision END,"
     " name = CASE WHEN excluded.name != '' THEN excluded.name ELSE name END,"
     " response_kind = CASE WHEN excluded.response_kind != '' THEN excluded.response_kind ELSE response_kind END,"
+    " sets = CASE WHEN excluded.sets != '' THEN excluded.sets ELSE sets END,"
     " namespace = CASE WHEN excluded.namespace != '' THEN excluded.namespace ELSE namespace END,"
     " impersonated = CASE WHEN excluded.impersonated != '' THEN excluded.impersonated ELSE impersonated END"
     " WHERE (stages & excluded.stages) = 0"
@@ -100,7 +101,7 @@ class Sink:
             self.rows.append((ev.audit_id, self.server, formats.STAGE_BIT.get(ev.stage, 4),
                               formats.STAGE_RANK.get(ev.stage, 3), ts, ev.verb, ev.user, ev.impersonated,
                               ev.user_agent, ev.resource, ev.subresource, ev.namespace, ev.name, ev.api_group,
-                              code, ev.decision, ev.path, ev.manager, ev.response_kind))
+                              code, ev.decision, ev.path, ev.manager, ev.response_kind, ev.sets))
         elif ev.stage in ("ResponseComplete", "Panic") or (ev.stage == "ResponseStarted" and ev.code and ev.code >= 400):
             key = (ev.audit_id, ev.stage)
             if key in self.client_ids:

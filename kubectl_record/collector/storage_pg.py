@@ -34,7 +34,7 @@ DDL = [
 ]
 
 # As in storage_sqlite.py: version N is reached by applying MIGRATIONS[N-1]; append, never edit.
-MIGRATIONS = [DDL, webhook.PG_DDL, forward.PG_DDL]
+MIGRATIONS = [DDL, webhook.PG_DDL, forward.PG_DDL, webhook.SETS_DDL]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PLACEHOLDER = re.compile(r"\?")

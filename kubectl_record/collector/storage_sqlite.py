@@ -24,8 +24,9 @@ DDL = [
 # Schema version N is reached by applying MIGRATIONS[N-1]; a database at an older version gets
 # the missing steps when a collector opens it. Append new steps, never edit applied ones.
 # Version 2: audit webhook sources and central correlation (webhook.py); version 3: the
-# forwarding outbox (`serve --forward`, forward.py). Each kept with its code, in both dialects.
-MIGRATIONS = [DDL, webhook.SQLITE_DDL, forward.SQLITE_DDL]
+# forwarding outbox (`serve --forward`, forward.py); version 4: what audited patches set
+# (webhook.SETS_DDL). Each kept with its code, in both dialects.
+MIGRATIONS = [DDL, webhook.SQLITE_DDL, forward.SQLITE_DDL, webhook.SETS_DDL]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -33,7 +33,7 @@ EV_COLUMNS = {"audit_id": "audit_id", "stage": "stage", "ts": "ts", "verb": "ver
               "impersonated": "impersonated", "user_agent": "ua", "resource": "resource",
               "subresource": "subresource", "namespace": "namespace", "name": "name", "api_group": "api_group",
               "code": "code", "decision": "decision", "path": "path", "manager": "manager",
-              "response_kind": "response_kind"}
+              "response_kind": "response_kind", "sets": "sets"}
 _EVENT_COLUMNS = ("cluster", "kubectl", *EV_COLUMNS.values(), "received_at")
 _INSERT_EVENT = (f"INSERT INTO audit_events ({', '.join(_EVENT_COLUMNS)})"
                  f" VALUES ({', '.join('?' * len(_EVENT_COLUMNS))}) ON CONFLICT DO NOTHING")
@@ -85,6 +85,8 @@ def _tables(real: str, integer: str) -> list[str]:
 # One migration step each backend appends to its MIGRATIONS.
 SQLITE_DDL = _tables("REAL", "INTEGER")
 PG_DDL = _tables("DOUBLE PRECISION", "BIGINT")
+# A later step, the same in both dialects: what each patch sets (formats.sets_of).
+SETS_DDL = ["ALTER TABLE audit_events ADD COLUMN sets TEXT NOT NULL DEFAULT ''"]
 
 
 class SourceError(ValueError):
