@@ -258,7 +258,7 @@ def test_a_gke_patch_keeps_what_it_sets():
                               "requestMetadata": {"callerSuppliedUserAgent": "kubectl/v1.32.4"}, "status": {},
                               "request": {"@type": "k8s.io/Patch", "metadata": {"labels": {"tier": "gold"}}}},
              "timestamp": "2026-11-27T19:12:25Z"}
-    (ev,), c = parse_bytes(json.dumps(entry).encode())
+    (ev,), _ = parse_bytes(json.dumps(entry).encode())
     assert (ev.verb, ev.name, ev.sets) == ("patch", "web-0", "label:tier=gold")
 
 

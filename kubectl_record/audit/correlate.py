@@ -37,8 +37,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import statistics
 import sqlite3
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -368,7 +368,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
     return dropped
 
 
-SOLVE_NODES = 20_000  # search steps per group of shared events before giving up on it
+SOLVE_STATES = 20_000  # ways a group's runs can stand at one of its events before giving up on it
 
 
 def _components(items: list[tuple]) -> list[list[tuple]]:
@@ -392,73 +392,195 @@ def _components(items: list[tuple]) -> list[list[tuple]]:
     return [sorted(g, key=lambda it: it[0][1]) for g in groups.values()]
 
 
+# A run's standing in a sweep (_solve): how many of its own calls it has taken, its plan step
+# and the calls of that step, its calls so far, when its last call came, its GETs per object
+# (commands without a plan).
+_START = (0, 0, 0, 0, None, ())
+_CALLS_CAP = 16
+
+
+def _advance(r: Rec, st: tuple, ev: tuple, pace: dict | None) -> tuple[tuple, float] | None:
+    """R's standing after call EV, and the log-likelihood of the gap before it under the pace
+    of R's command; None when EV cannot be R's next call."""
+    h, j, used, k, last, gets = st
+    if r.exp.plan is not None:
+        at = _expect.plan_step(r.exp, (j, used), ev)
+        if at is None:
+            return None
+        j, used = at
+    elif r.exp.gets is not None and ev[2] == "get" and ev[9] and not ev[7]:
+        counts = dict(gets)
+        counts[ev[9]] = counts.get(ev[9], 0) + 1
+        if counts[ev[9]] > r.exp.gets:
+            return None
+        gets = tuple(sorted(counts.items()))
+    ll = _gap_loglik(pace, r, k - 1, ev[1] - last) if pace and last is not None else 0.0
+    return (h, j, used, min(k + 1, _CALLS_CAP), ev[1], gets), ll
+
+
+def _catch_up(r: Rec, held: list, st: tuple, until: float, pace: dict | None) -> tuple[tuple, float] | None:
+    """R's standing once its own calls before UNTIL are taken too."""
+    ll = 0.0
+    while st[0] < len(held) and held[st[0]][1] < until:
+        step = _advance(r, st, held[st[0]], pace)
+        if step is None:
+            return None
+        st, gain = step
+        st = (st[0] + 1,) + st[1:]
+        ll += gain
+    return st, ll
+
+
 def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = None) -> list[set] | None:
-    """The assignments of these shared events that give the most of them a run, each run's calls
-    following its command's plan, under one skew within SKEW ± MARGIN for all of them (an event
-    may stay unassigned: another client's, or a run the model does not know), and of those, the
-    ones where the most runs that succeeded have at least the calls their command sends (the
-    log holds this kind of call, so a run that made it has it there).
-    Of those, the ones whose calls come at the pace the command's calls come in other runs are
-    kept: none more than PACE_ODDS times less likely than the likeliest (`pace_loglik`).
-    Returns, per event, the ids of the runs it goes to in at least one of those assignments (one
-    run: in all of them; none: it stays unlinked). None: too many combinations to try."""
-    runs = {r.id: r for _, cands, _ in items for r in cands}
+    """Of the ways to hand out these shared events (in time order) that give the most of them a
+    run, each run's calls following its command's plan, under one skew within SKEW ± MARGIN for
+    all of them (an event may stay unassigned: another client's, or a run the model does not
+    know); of those, the ones where the most runs that succeeded have at least the calls their
+    command sends (the log holds this kind of call, so a run that made it has it there); of
+    those, the ones whose calls come at the pace of their command: none more than PACE_ODDS
+    times less likely than the likeliest (`learn_pace`).
+    Returns, per event, the ids of the runs it goes to in at least one of those ways (one run:
+    in all of them; none: it stays unlinked). None: too many ways to weigh.
+
+    A sweep over the events (`_sweep`), then back: a run is weighed only while events it could
+    take remain, and ways that leave the open runs standing alike are weighed once."""
+    runs: dict[str, Rec] = {}
+    for _, cands, _ in items:
+        for r in cands:
+            runs[r.id] = r
     held = {rid: sorted((e for e, s in r.unique if s >= 2), key=lambda e: e[1]) for rid, r in runs.items()}
-    choice: list = [None] * len(items)
-    leaves: list[tuple[float, list]] = []  # (pace log-likelihood, choice) of the best key's assignments
-    best = (-1, -1)
-    steps = 0
-    succeeded = [r for r in runs.values() if r.data.get("exit_code") == 0 and r.exp.min_calls]
-
-    def walk(i: int, placed: int, lo: float, hi: float) -> bool:
-        nonlocal steps, best, leaves
-        steps += 1
-        if steps > SOLVE_NODES:
-            return False
-        if placed + len(items) - i < best[0]:
-            return True  # cannot place as many as the best found
-        if i == len(items):
-            key = (placed, sum(1 for r in succeeded if len(held[r.id]) >= r.exp.min_calls))
-            if key < best:
-                return True
-            if key > best:
-                best, leaves = key, []
-            ll = sum(pace_loglik(pace, r, held[r.id]) for r in runs.values()) if pace else 0.0
-            leaves.append((ll, list(choice)))
-            return True
-        ev = items[i][0]
-        for r in items[i][1]:
-            # the skews under which R sent EV, with those of the events placed so far
-            r_lo, r_hi = max(lo, ev[1] - r.end - MARGIN), min(hi, ev[1] - r.start + MARGIN)
-            if r_lo > r_hi:
-                continue
-            evs = held[r.id]
-            bisect.insort(evs, ev, key=lambda e: e[1])
-            fits = _expect.follows_plan(r.exp, evs) and (r.exp.plan is not None or _gets_ok(r, evs))
-            if fits:
-                choice[i] = r
-                fits = walk(i + 1, placed + 1, r_lo, r_hi)
-            evs.remove(ev)
-            if fits is False and steps > SOLVE_NODES:
-                return False
-        choice[i] = None
-        return walk(i + 1, placed, lo, hi)
-
-    if not walk(0, 0, skew - margin, skew + margin) or best[0] < 0:
-        return None
+    # a run whose own calls already break its command's plan takes none (more calls cannot mend it)
+    able = {rid for rid, r in runs.items()
+            if _expect.follows_plan(r.exp, held[rid]) and (r.exp.plan is not None or _gets_ok(r, held[rid]))}
+    cands = [[r for r in c if r.id in able] for _, c, _ in items]
+    last: dict[str, int] = {}
+    for i, c in enumerate(cands):
+        for r in c:
+            last[r.id] = i
+    succeeded = {rid for rid, r in runs.items() if r.data.get("exit_code") == 0 and r.exp.min_calls}
+    n = len(items)
+    for slack in range(n + 1):
+        # Ways that leave more than SLACK events without a run are not followed: the best way
+        # places all but the fewest, and most groups place all (slack 0 prunes the most).
+        swept = _sweep(items, cands, runs, held, last, succeeded, skew, margin, pace, slack)
+        if swept is None:
+            return None
+        if swept:
+            break
+    layers, edges = swept
+    best = max(layers[n].values())
+    # the best way on from each standing, back from the end
+    after: dict[tuple, tuple] = {key: (0, 0, 0.0) for key in layers[n]}
     can: list[set] = [set() for _ in items]
-    top = max(ll for ll, _ in leaves)
-    for ll, ch in leaves:
-        if ll >= top - PACE_ODDS_LOG:
-            for k, r in enumerate(ch):
-                if r is not None:
-                    can[k].add(r.id)
+    for i in range(n - 1, -1, -1):
+        here: dict[tuple, tuple] = {}
+        for standing, choice, gain, key in edges[i]:
+            v = after.get(key)
+            if v is None:
+                continue
+            tail = (gain[0] + v[0], gain[1] + v[1], gain[2] + v[2])
+            if standing not in here or tail > here[standing]:
+                here[standing] = tail
+            if choice is None:
+                continue
+            p = layers[i][standing]
+            if (p[0] + tail[0], p[1] + tail[1]) == best[:2] and p[2] + tail[2] >= best[2] - PACE_ODDS_LOG - 1e-9:
+                can[i].add(choice)
+        after = here
     return can
 
 
-# How much less likely than the likeliest, by the pace of its calls, an assignment of a group's
-# shared events may be and still be kept (see _solve), and the runs of a command, by how many
-# calls they made, needed before its pace says anything.
+def _sweep(items: list[tuple], cands: list[list], runs: dict, held: dict, last: dict, succeeded: set,
+           skew: float, margin: float, pace: dict | None, slack: int) -> tuple | None:
+    """_solve's forward pass: per event, the standings the ways that leave at most SLACK events
+    without a run reach, and the steps between them. () when no way does; None: too many."""
+    n = len(items)
+    open_ids: list[str] = []
+    # layers[i]: standing (the skews still possible, then the open runs' states in open_ids
+    # order) -> best (placed, complete, pace) of the ways there; edges[i]: (standing, run id or
+    # None, gain, next standing)
+    layer: dict[tuple, tuple] = {(_skews(skew - margin, skew + margin),): (0, 0, 0.0)}
+    layers, edges = [layer], []
+    for i in range(n):
+        ev, t = items[i][0], items[i][0][1]
+        opening = [r.id for r in cands[i] if r.id not in open_ids]
+        ids = open_ids + opening
+        closing = {rid for rid in ids if last.get(rid, -1) <= i}
+        nxt_ids = [rid for rid in ids if rid not in closing]
+        nxt: dict[tuple, tuple] = {}
+        out = []
+        for standing, value in layer.items():
+            skews, sts = standing[0], list(standing[1:]) + [_START] * len(opening)
+            ll0 = 0.0
+            for k, rid in enumerate(ids):  # every open run takes its own calls before this one
+                step = _catch_up(runs[rid], held[rid], sts[k], t, pace)
+                if step is None:
+                    break
+                sts[k], gain = step
+                ll0 += gain
+            else:
+                for choice in [None] + [r.id for r in cands[i]]:
+                    new = list(sts)
+                    gain = (0, 0, ll0)
+                    now = skews
+                    if choice is not None:
+                        r = runs[choice]  # the skews under which R sent EV, with the calls handed out so far
+                        now = _skews(max(skews[0], t - r.end - MARGIN), min(skews[1], t - r.start + MARGIN))
+                        if now[0] > now[1]:
+                            continue
+                        k = ids.index(choice)
+                        step = _advance(r, new[k], ev, pace)
+                        if step is None:
+                            continue
+                        new[k], g = step
+                        gain = (1, 0, ll0 + g)
+                    done = _close(runs, held, ids, new, closing, succeeded, pace)
+                    if done is None:
+                        continue
+                    gain = (gain[0], done[0], gain[2] + done[1])
+                    key = (now,) + tuple(new[k] for k, rid in enumerate(ids) if rid not in closing)
+                    total = (value[0] + gain[0], value[1] + gain[1], value[2] + gain[2])
+                    if i + 1 - total[0] > slack:
+                        continue
+                    out.append((standing, choice, gain, key))
+                    if key not in nxt or total > nxt[key]:
+                        nxt[key] = total
+        if not nxt:
+            return ()
+        if len(nxt) > SOLVE_STATES:
+            return None
+        open_ids, layer = nxt_ids, nxt
+        layers.append(layer)
+        edges.append(out)
+    return layers, edges
+
+
+def _skews(lo: float, hi: float) -> tuple[float, float]:
+    """A range of skews, widened to whole half milliseconds: ways that differ by less stand alike."""
+    return math.floor(lo * 2000) / 2000, math.ceil(hi * 2000) / 2000
+
+
+def _close(runs: dict, held: dict, ids: list, sts: list, closing: set, succeeded: set,
+           pace: dict | None) -> tuple[int, float] | None:
+    """Runs no later event can go to take the rest of their own calls: (how many of them that
+    succeeded have the calls their command sends, pace log-likelihood); None: a plan broken."""
+    complete, ll = 0, 0.0
+    for k, rid in enumerate(ids):
+        if rid not in closing:
+            continue
+        r = runs[rid]
+        step = _catch_up(r, held[rid], sts[k], float("inf"), pace)
+        if step is None:
+            return None
+        st, gain = step
+        ll += gain
+        complete += rid in succeeded and st[3] >= r.exp.min_calls
+    return complete, ll
+
+
+# How much less likely than the likeliest, by the pace of its calls, a way to hand out a group's
+# shared events may be and still be kept (_solve), and the runs of a command needed before its
+# pace says anything.
 PACE_ODDS = 6
 PACE_ODDS_LOG = math.log(PACE_ODDS)
 PACE_MIN_RUNS = 12
@@ -466,39 +588,28 @@ PACE_MIN_SD = 0.25  # log-seconds: no command's pace is known closer than this
 
 
 def learn_pace(recs: list[Rec]) -> dict:
-    """(verb, resource calls) → per gap between consecutive calls, the (mean, sd) of its log
-    seconds, from the successful runs whose every event was theirs alone. One kubectl sends its
-    calls one after another, each soon after the last answer: two runs that each sent the same
-    GET at about the same time are told apart by which order keeps both at their usual pace."""
-    seen: dict[tuple, list[list[float]]] = {}
+    """(verb, k) → the (mean, sd) of the log seconds between a run's k-th and next resource
+    call (k from 0), from the successful runs whose every event was theirs alone. One kubectl
+    sends its calls one after another, each soon after the last answer: two runs that each sent
+    the same GET at about the same time are told apart by which way keeps both at their pace."""
+    seen: dict[tuple, list[float]] = {}
     for r in recs:
         if r.shared or r.exact or r.exp.plan is None or r.data.get("exit_code") != 0:
             continue
         ts = sorted(e[1] for e, s in r.unique if s >= 2)
-        if len(ts) < 2:
-            continue
-        steps = seen.setdefault((r.data.get("verb"), len(ts)), [[] for _ in ts[1:]])
-        for i in range(1, len(ts)):
-            steps[i - 1].append(math.log(max(ts[i] - ts[i - 1], 1e-4)))
-    out = {}
-    for key, steps in seen.items():
-        if len(steps[0]) >= PACE_MIN_RUNS:
-            out[key] = [(statistics.fmean(xs), max(statistics.pstdev(xs), PACE_MIN_SD)) for xs in steps]
-    return out
+        for k in range(min(len(ts) - 1, _CALLS_CAP)):
+            seen.setdefault((r.data.get("verb"), k), []).append(math.log(max(ts[k + 1] - ts[k], 1e-4)))
+    return {key: (statistics.fmean(xs), max(statistics.pstdev(xs), PACE_MIN_SD))
+            for key, xs in seen.items() if len(xs) >= PACE_MIN_RUNS}
 
 
-def pace_loglik(pace: dict, r: Rec, evs: list) -> float:
-    """The log-likelihood of the gaps between R's calls EVS (in time order) under its command's
-    learned pace; 0 when not learned."""
-    fit = pace.get((r.data.get("verb"), len(evs)))
-    if not fit:
+def _gap_loglik(pace: dict, r: Rec, k: int, gap: float) -> float:
+    """The log-likelihood of GAP seconds between R's k-th and next call; 0 when not learned."""
+    fit = pace.get((r.data.get("verb"), k))
+    if fit is None:
         return 0.0
-    ll = 0.0
-    for i in range(1, len(evs)):
-        mu, sd = fit[i - 1]
-        z = (math.log(max(evs[i][1] - evs[i - 1][1], 1e-4)) - mu) / sd
-        ll -= 0.5 * z * z + math.log(sd)
-    return ll
+    z = (math.log(max(gap, 1e-4)) - fit[0]) / fit[1]
+    return -0.5 * z * z - math.log(fit[1])
 
 
 def _gets_ok(r: Rec, evs: list) -> bool:
@@ -533,7 +644,7 @@ def status_of(r: Rec, caught_up: bool) -> tuple[str, list]:
         return "strong", uniq
     if not caught_up:
         return "pending", uniq
-    return ("partial" if resource_calls or r.exp.min_calls == 0 else "partial"), uniq
+    return "partial", uniq
 
 
 @dataclass

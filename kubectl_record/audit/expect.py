@@ -178,22 +178,29 @@ def _plan(verb: str, e: Expect, flags: set) -> tuple | None:
 def follows_plan(exp: Expect, evs: list) -> bool:
     """Do these events (audit rows, in time order) fit the command's plan? Calls may be missing
     (a policy can drop them), never extra or out of order."""
-    plan = exp.plan
-    if plan is None:
+    if exp.plan is None:
         return True
-    j = used = 0
+    at: tuple[int, int] | None = (0, 0)
     for ev in evs:
-        while j < len(plan):
-            verb, res, sub, most = plan[j]
-            if (ev[2] == verb and (ev[7] or "") == sub and (ev[6] in exp.resources if res is None else ev[6] == res)
-                    and (most is None or used < most)):
-                used += 1
-                break
-            j += 1
-            used = 0
-        else:
+        at = plan_step(exp, at, ev)
+        if at is None:
             return False
     return True
+
+
+def plan_step(exp: Expect, at: tuple[int, int], ev: tuple) -> tuple[int, int] | None:
+    """Where in EXP's plan (step, calls of it so far) the run is after call EV, from AT; None
+    when EV cannot come next. Steps of any number count one call (how many does not matter)."""
+    plan = exp.plan
+    j, used = at
+    while j < len(plan):
+        verb, res, sub, most = plan[j]
+        if (ev[2] == verb and (ev[7] or "") == sub and (ev[6] in exp.resources if res is None else ev[6] == res)
+                and (most is None or used < most)):
+            return j, (used + 1 if most is not None else 1)
+        j += 1
+        used = 0
+    return None
 
 
 def _sets(verb: str, p) -> frozenset | None:
