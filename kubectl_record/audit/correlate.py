@@ -599,8 +599,12 @@ def learn_pace(recs: list[Rec]) -> dict:
         ts = sorted(e[1] for e, s in r.unique if s >= 2)
         for k in range(min(len(ts) - 1, _CALLS_CAP)):
             seen.setdefault((r.data.get("verb"), k), []).append(math.log(max(ts[k + 1] - ts[k], 1e-4)))
-    return {key: (statistics.fmean(xs), max(statistics.pstdev(xs), PACE_MIN_SD))
-            for key, xs in seen.items() if len(xs) >= PACE_MIN_RUNS}
+    out = {}
+    for key, xs in seen.items():
+        if len(xs) >= PACE_MIN_RUNS:  # median and MAD: a stalled run must not widen what is usual
+            mid = statistics.median(xs)
+            out[key] = (mid, max(1.4826 * statistics.median(abs(x - mid) for x in xs), PACE_MIN_SD))
+    return out
 
 
 def _gap_loglik(pace: dict, r: Rec, k: int, gap: float) -> float:
@@ -609,7 +613,9 @@ def _gap_loglik(pace: dict, r: Rec, k: int, gap: float) -> float:
     if fit is None:
         return 0.0
     z = (math.log(max(gap, 1e-4)) - fit[0]) / fit[1]
-    return -0.5 * z * z - math.log(fit[1])
+    # Student's t (3 degrees of freedom) rather than normal: a run stalls now and then (a GC,
+    # the scheduler), and a stall must not make another way look far likelier
+    return -2.0 * math.log1p(z * z / 3.0) - math.log(fit[1])
 
 
 def _gets_ok(r: Rec, evs: list) -> bool:
