@@ -215,6 +215,30 @@ def test_repeated_audit_id_and_stage_are_ignored(tmp_path):
     assert row == (1 | 4, 3, 200)
 
 
+def test_stages_of_one_request_are_stored_once_and_counted_per_stage(tmp_path):
+    # a request's stages usually come together (one row written), sometimes across deliveries;
+    # a batch delivered twice is all repeated
+    conn = _conn(tmp_path)
+    table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "rows": []}
+    batches = [
+        [event(audit_id="a", stage="RequestReceived", code=None), event(audit_id="a", responseObject=table),
+         event(audit_id="b", stage="RequestReceived", code=None)],
+        [event(audit_id="a", stage="RequestReceived", code=None), event(audit_id="a", responseObject=table),
+         event(audit_id="b", stage="RequestReceived", code=None)],
+        [event(audit_id="b", stage="RequestReceived", code=None), event(audit_id="b", code=403, responseObject=table),
+         event(audit_id="c")],
+    ]
+    counts = []
+    for lines in batches:
+        c = Counters()
+        import_stream(io.BufferedReader(io.BytesIO(("\n".join(map(json.dumps, lines)) + "\n").encode())),
+                      Sink(conn, "https://k", c), c)
+        counts.append((c.stored, c.duplicates))
+    assert counts == [(3, 0), (0, 3), (2, 1)]
+    rows = conn.execute("SELECT audit_id, stages, code, response_kind FROM audit_events ORDER BY audit_id").fetchall()
+    assert rows == [("a", 1 | 4, 200, "Table"), ("b", 1 | 4, 403, "Table"), ("c", 4, 200, "")]
+
+
 def test_the_response_kind_is_kept_from_whichever_stage_logs_it(tmp_path):
     # RequestResponse level: only ResponseComplete carries the responseObject (a Table for
     # `kubectl get`'s own printing); the RequestReceived stage arriving later does not erase it

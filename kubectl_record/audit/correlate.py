@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import expect as _expect
-from .formats import parse_ts
+from .formats import loads, parse_ts
 from .identity import entry_key
 from .importer import MARKER_PREFIX, ua_product
 
@@ -91,7 +91,7 @@ def _load_records(conn: sqlite3.Connection, server: str, lo: str, hi: str) -> li
         d = dict(zip(_REC_COLS, row))
         for k in ("names", "argv", "impersonate"):
             if d[k] is not None:
-                d[k] = json.loads(d[k])
+                d[k] = loads(d[k])
         d["local_only"] = bool(d["local_only"])
         d["all_namespaces"] = bool(d["all_namespaces"])
         out.append(d)

@@ -108,6 +108,8 @@ def parse_ts(value: Any) -> float | None:
         _SEC_CACHE[head] = base
     if len(value) == 27 and value[26] == "Z" and value[19] == ".":  # the API server's own format
         return base + int(value[20:26]) / 1e6
+    if len(value) == 24 and value[23] == "Z" and value[19] == ".":  # the recorder's own (ms)
+        return base + int(value[20:23]) / 1e3
     rest = value[19:]
     frac = 0.0
     if rest.startswith("."):

@@ -35,14 +35,24 @@ def ua_product(ua: str) -> str:
     return ua if i < 0 else ua[:i]
 
 
+_KUBECTL_UA: dict[str, bool] = {}  # user agents repeat: every event asks
+
+
 def is_kubectl(ua: str) -> bool:
     """Events kept as rows: kubectl's own (marked or not) and clients that send no user agent."""
-    if not ua:
-        return True
-    if not ua.startswith("kubectl"):
-        return False
-    prod = ua_product(ua)
-    return prod == "kubectl" or prod.startswith(MARKER_PREFIX) or prod in ("kubectl.exe",)
+    known = _KUBECTL_UA.get(ua)
+    if known is None:
+        if not ua:
+            known = True
+        elif not ua.startswith("kubectl"):
+            known = False
+        else:
+            prod = ua_product(ua)
+            known = prod == "kubectl" or prod.startswith(MARKER_PREFIX) or prod in ("kubectl.exe",)
+        if len(_KUBECTL_UA) > 10_000:  # marked runs' agents are one per run
+            _KUBECTL_UA.clear()
+        _KUBECTL_UA[ua] = known
+    return known
 
 
 formats.CLIENT_FILTER = is_kubectl
@@ -54,11 +64,14 @@ def client_key(ua: str) -> str:
     return ua if i < 0 else ua[:i]
 
 
-_UPSERT = (
+_INSERT = (
     "INSERT INTO audit_events (audit_id, server, stages, rank, ts, verb, user, impersonated, ua, resource,"
     " subresource, namespace, name, api_group, code, decision, path, manager, response_kind, sets) VALUES"
     " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-    " ON CONFLICT(audit_id) DO UPDATE SET stages = stages | excluded.stages,"
+)
+_INSERT_NEW = _INSERT + " ON CONFLICT(audit_id) DO NOTHING"
+_UPSERT = (
+    _INSERT + " ON CONFLICT(audit_id) DO UPDATE SET stages = stages | excluded.stages,"
     " rank = max(rank, excluded.rank),"
     " code = CASE WHEN excluded.rank > rank THEN coalesce(excluded.code, code) ELSE code END,"
     " decision = CASE WHEN excluded.decision != '' THEN excluded.decision ELSE decision END,"
@@ -67,8 +80,10 @@ _UPSERT = (
     " sets = CASE WHEN excluded.sets != '' THEN excluded.sets ELSE sets END,"
     " namespace = CASE WHEN excluded.namespace != '' THEN excluded.namespace ELSE namespace END,"
     " impersonated = CASE WHEN excluded.impersonated != '' THEN excluded.impersonated ELSE impersonated END"
-    " WHERE (stages & excluded.stages) = 0"
+    " WHERE (stages | excluded.stages) != stages"
 )
+# _UPSERT's merge of a stage into a stored request, for two stages of one request in a batch
+_MERGE_NEWER = (7, 11, 12, 15, 18, 19)  # impersonated, namespace, name, decision, response_kind, sets
 _SEEN = "SELECT stages FROM audit_events WHERE audit_id = ?"
 
 
@@ -80,6 +95,7 @@ class Sink:
         self.server = server
         self.c = counters
         self.rows: list[tuple] = []
+        self.row_of: dict[str, int] = {}  # auditID -> its row in the batch
         self.clients: dict[tuple, list] = {}
         self.client_ids: set[tuple] = set()  # (audit_id, stage) of client events in this batch
         self.lo: float | None = None
@@ -97,11 +113,17 @@ class Sink:
                 self.lo = ts
             if self.hi is None or ts > self.hi:
                 self.hi = ts
-            code = ev.code
-            self.rows.append((ev.audit_id, self.server, formats.STAGE_BIT.get(ev.stage, 4),
-                              formats.STAGE_RANK.get(ev.stage, 3), ts, ev.verb, ev.user, ev.impersonated,
-                              ev.user_agent, ev.resource, ev.subresource, ev.namespace, ev.name, ev.api_group,
-                              code, ev.decision, ev.path, ev.manager, ev.response_kind, ev.sets))
+            row = (ev.audit_id, self.server, formats.STAGE_BIT.get(ev.stage, 4), formats.STAGE_RANK.get(ev.stage, 3),
+                   ts, ev.verb, ev.user, ev.impersonated, ev.user_agent, ev.resource, ev.subresource, ev.namespace,
+                   ev.name, ev.api_group, ev.code, ev.decision, ev.path, ev.manager, ev.response_kind, ev.sets)
+            i = self.row_of.get(ev.audit_id)
+            if i is None:
+                self.row_of[ev.audit_id] = len(self.rows)
+                self.rows.append(row)
+            elif self.rows[i][2] & row[2]:
+                self.c.duplicates += 1
+            else:  # a request's stages mostly come together: one row, written once
+                self.rows[i] = _merge(self.rows[i], row)
         elif ev.stage in ("ResponseComplete", "Panic") or (ev.stage == "ResponseStarted" and ev.code and ev.code >= 400):
             key = (ev.audit_id, ev.stage)
             if key in self.client_ids:
@@ -137,11 +159,21 @@ class Sink:
         """Write the batch inside the caller's transaction."""
         conn = self.conn
         if self.rows:
-            cur = conn.executemany(_UPSERT, self.rows)
-            changed = max(0, cur.rowcount)
-            self.c.stored += changed
-            self.c.duplicates += len(self.rows) - changed
-            self.rows = []
+            # Requests stored whole are counted per stage; rows sorted by how many stages they
+            # carry, so that how many were inserted says how many stages were new.
+            by_stages: dict[int, list] = {}
+            for row in self.rows:
+                by_stages.setdefault(row[2].bit_count(), []).append(row)
+            for n, rows in by_stages.items():
+                new = max(0, conn.executemany(_INSERT_NEW, rows).rowcount)
+                self.c.stored += new * n
+                if new < len(rows):  # some were stored before: merge in the stages they lack
+                    more = max(0, conn.executemany(_UPSERT, rows).rowcount)
+                    # (a request partly stored counts one new stage: the common case, a stage
+                    # per delivery)
+                    self.c.stored += more
+                    self.c.duplicates += (len(rows) - new) * n - more
+            self.rows, self.row_of = [], {}
         if self.clients:
             conn.executemany(
                 "INSERT INTO audit_clients (server, ua, user, count, first_ts, last_ts) VALUES (?,?,?,?,?,?)"
@@ -155,6 +187,20 @@ class Sink:
                 "INSERT INTO audit_clusters (server, watermark, events, updated) VALUES (?, ?, 0, ?)"
                 " ON CONFLICT(server) DO UPDATE SET watermark = max(coalesce(watermark, 0), excluded.watermark),"
                 " updated = excluded.updated", (self.server, self.max_ts, time.time()))
+
+
+def _merge(old: tuple, new: tuple) -> tuple:
+    """OLD's row with NEW's stage in it, as _UPSERT would store them."""
+    row = list(old)
+    row[2] |= new[2]
+    if new[3] > old[3]:
+        row[3] = new[3]
+        if new[14] is not None:
+            row[14] = new[14]
+    for k in _MERGE_NEWER:
+        if new[k]:
+            row[k] = new[k]
+    return tuple(row)
 
 
 # ------------------------------------------------------------------------------ files
