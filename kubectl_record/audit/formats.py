@@ -130,7 +130,7 @@ def parse_ts(value: Any) -> float | None:
 
 # ---------------------------------------------------------------------------- raw Event
 def _s(v: Any) -> str:
-    return v if isinstance(v, str) else ""
+    return v if type(v) is str else ""
 
 
 def from_event(obj: dict) -> Ev | None:
@@ -358,15 +358,8 @@ def events_from_obj(obj: Any, counters: Counters, where: str = "") -> Iterator[E
         counters.bad(where, f"not an object ({type(obj).__name__})")
         return
     if "auditID" in obj:
-        ua = obj.get("userAgent")
-        if CLIENT_FILTER is not None and isinstance(ua, str) and not CLIENT_FILTER(ua):
-            ev = _light(obj, ua)
-        else:
-            ev = from_event(obj)
-        if ev is None:
-            counters.bad(where, "audit event without a usable auditID or timestamp")
-        else:
-            counters.events += 1
+        ev = _event(obj, counters, where)
+        if ev is not None:
             yield ev
         return
     items = obj.get("items")
@@ -404,6 +397,20 @@ def events_from_obj(obj: Any, counters: Counters, where: str = "") -> Iterator[E
     counters.skipped += 1
 
 
+def _event(obj: dict, counters: Counters, where: str) -> Ev | None:
+    """One raw Event, counted (other clients' read lightly, see CLIENT_FILTER)."""
+    ua = obj.get("userAgent")
+    if CLIENT_FILTER is not None and isinstance(ua, str) and not CLIENT_FILTER(ua):
+        ev = _light(obj, ua)
+    else:
+        ev = from_event(obj)
+    if ev is None:
+        counters.bad(where, "audit event without a usable auditID or timestamp")
+    else:
+        counters.events += 1
+    return ev
+
+
 def _embedded(value: Any, what: str, counters: Counters, where: str) -> Iterator[Ev]:
     """Events inside a wrapper's field, which holds them as an object or as JSON text."""
     if isinstance(value, str):
@@ -418,13 +425,13 @@ def _embedded(value: Any, what: str, counters: Counters, where: str) -> Iterator
 _TS_PREFIX = re.compile(rb"^\d{4}-\d\d-\d\dT[0-9:.]+Z? ")
 
 
-def events_from_line(line: bytes, counters: Counters, where: str = "") -> Iterator[Ev]:
+def events_from_line(line: bytes, counters: Counters, where: str = "") -> list[Ev]:
     """One JSON line (or a CloudWatch S3 export line ``<ts> <json>``)."""
     counters.lines += 1
     s = line.strip()
     if not s:
         counters.lines -= 1
-        return
+        return []
     if s[:1] != b"{" and s[:1] != b"[":
         m = _TS_PREFIX.match(s)
         if m:
@@ -433,8 +440,11 @@ def events_from_line(line: bytes, counters: Counters, where: str = "") -> Iterat
         obj = loads(s)
     except JSONError as exc:
         counters.bad(where, f"invalid JSON: {str(exc)[:80]}")
-        return
-    yield from events_from_obj(obj, counters, where)
+        return []
+    if type(obj) is dict and "auditID" in obj:  # a log line: one event (no generator, per line)
+        ev = _event(obj, counters, where)
+        return [] if ev is None else [ev]
+    return list(events_from_obj(obj, counters, where))
 
 
 def iter_documents(chunks: Iterable[bytes], counters: Counters, where: str = "") -> Iterator[Any]:
