@@ -189,6 +189,17 @@ def test_tombstones_explain_deletions(collector, tmp_path):
     assert any(p["kind"] == "tombstone_mismatch" for p in problems(collector, auditor))
 
 
+def test_the_forwarded_audit_documents_prefix_is_refused_as_a_record_id(collector, tmp_path):
+    # `audit-<auditID>` names the documents a forwarding collector makes of unmatched requests
+    token = issue(collector.db, "alice")
+    recs = chain(tmp_path, 2)
+    taken = dict(recs[0], id="audit-0b5c2a51-0000-4000-8000-000000000001")
+    taken["hash"] = store.chain_hash(taken["prev_hash"], taken)
+    r = upload(collector, token, [taken])
+    assert r.status_code == 400 and "collector's own" in r.json()["rejected"][0]["reason"]
+    assert stored(collector.db) == []
+
+
 def test_stored_records_are_append_only_and_retention_is_logged(collector, tmp_path):
     token, admin = issue(collector.db, "alice"), issue(collector.db, "root", "admin")
     recs = chain(tmp_path, 4)

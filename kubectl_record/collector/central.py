@@ -36,6 +36,7 @@ from ..audit.unmatched import unmatched
 from ..record import rfc3339
 from ..store import FIELDS
 from . import forward
+from .records import RESERVED_ID_PREFIX
 from .storage import Access, BadQuery, Storage, column_list, glob_to_like, now_text
 from .webhook import EV_COLUMNS, MAX_TS, event_from_row
 
@@ -383,7 +384,7 @@ def _unmatched_event(tx, cluster: str, server: str, audit_id: str) -> dict | Non
 
 
 # Forwarded documents of server-side kubectl requests without a record: `audit-<auditID>`.
-UNMATCHED_ID = "audit-"
+UNMATCHED_ID = RESERVED_ID_PREFIX  # uploaded records may not take it
 
 
 def unmatched_documents(tx, ids: list[str]) -> dict[str, dict]:

@@ -39,6 +39,8 @@ def is_time(text) -> bool:
 
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
 MAX_ID = 200
+# Documents the collector forwards for server-side requests without a record (central.py).
+RESERVED_ID_PREFIX = "audit-"
 # Bigger than any value SQLite or PostgreSQL BIGINT can hold is refused rather than crashing the insert.
 _INT_MAX = 2**63 - 1
 
@@ -127,6 +129,8 @@ def validate_record(item) -> dict:
         _check_text({name: record[name] for name in _UNHASHED_TEXT})
     if not record["id"] or len(record["id"]) > MAX_ID or not record["install_id"] or len(record["install_id"]) > MAX_ID:
         raise Invalid(f"id and install_id must be 1 to {MAX_ID} characters")
+    if record["id"].startswith(RESERVED_ID_PREFIX):
+        raise Invalid(f"ids starting with {RESERVED_ID_PREFIX!r} are the collector's own (forwarded audit documents)")
     if record["state"] not in STATES:
         raise Invalid(f"state must be one of {', '.join(sorted(STATES))}")
     for name in ("started_at", "ended_at"):
