@@ -338,13 +338,13 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
         can = _solve(part, skew, margin, pace)
         if can is None:
             continue  # too many combinations, or no way fits the model: as below
-        for (ev, cands, best), runs in zip(part, can):
-            kept = [r for r in cands if r.id in runs]
-            if len(kept) > 1:
-                for r in kept:
-                    r.shared.append((ev, best))
-            elif kept:
-                _take(kept[0], ev, best)
+        for (ev, cands, best), (fits, likely) in zip(part, can):
+            if len(fits) == 1:
+                _take(next(r for r in cands if r.id in fits), ev, best)
+            elif fits:  # the pace only narrows whom it is listed with; it decides nothing alone
+                for r in cands:
+                    if r.id in likely:
+                        r.shared.append((ev, best))
             cands.clear()  # settled (no run: it stays unlinked)
     for ev, cands, best in pending:
         if not cands:
@@ -431,7 +431,7 @@ def _catch_up(r: Rec, held: list, st: tuple, until: float, pace: dict | None) ->
     return st, ll
 
 
-def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = None) -> list[set] | None:
+def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = None) -> list[tuple] | None:
     """Of the ways to hand out these shared events (in time order) that give the most of them a
     run, each run's calls following its command's plan, under one skew within SKEW ± MARGIN for
     all of them (an event may stay unassigned: another client's, or a run the model does not
@@ -439,8 +439,9 @@ def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = N
     command sends (the log holds this kind of call, so a run that made it has it there); of
     those, the ones whose calls come at the pace of their command: none more than PACE_ODDS
     times less likely than the likeliest (`learn_pace`).
-    Returns, per event, the ids of the runs it goes to in at least one of those ways (one run:
-    in all of them; none: it stays unlinked). None: too many ways to weigh.
+    Returns, per event, the ids of the runs it goes to in at least one way of the best before
+    the pace is weighed (one run: in all of them; none: it stays unlinked), and of those, the
+    ones it goes to in a way kept for its pace. None: too many ways to weigh.
 
     A sweep over the events (`_sweep`), then back: a run is weighed only while events it could
     take remain, and ways that leave the open runs standing alike are weighed once."""
@@ -471,7 +472,8 @@ def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = N
     best = max(layers[n].values())
     # the best way on from each standing, back from the end
     after: dict[tuple, tuple] = {key: (0, 0, 0.0) for key in layers[n]}
-    can: list[set] = [set() for _ in items]
+    fits: list[set] = [set() for _ in items]
+    likely: list[set] = [set() for _ in items]
     for i in range(n - 1, -1, -1):
         here: dict[tuple, tuple] = {}
         for standing, choice, gain, key in edges[i]:
@@ -484,10 +486,12 @@ def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = N
             if choice is None:
                 continue
             p = layers[i][standing]
-            if (p[0] + tail[0], p[1] + tail[1]) == best[:2] and p[2] + tail[2] >= best[2] - PACE_ODDS_LOG - 1e-9:
-                can[i].add(choice)
+            if (p[0] + tail[0], p[1] + tail[1]) == best[:2]:
+                fits[i].add(choice)
+                if p[2] + tail[2] >= best[2] - PACE_ODDS_LOG - 1e-9:
+                    likely[i].add(choice)
         after = here
-    return can
+    return list(zip(fits, likely))
 
 
 def _sweep(items: list[tuple], cands: list[list], runs: dict, held: dict, last: dict, succeeded: set,
