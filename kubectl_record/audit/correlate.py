@@ -19,13 +19,13 @@ Per cluster (server URL), over slices of time:
    share, and each group is solved whole (`_solve`): of the ways to hand them out that place the
    most events while every run's calls follow its command's plan (expect.py: which calls, how
    many, in which order) under one skew for all, then leave the fewest successful runs short of
-   their calls, and then keep each run's calls at the pace its command's calls come in runs
-   that were alone (`learn_pace`; ways at most PACE_ODDS times less likely than the likeliest
-   stay), an event every way gives to the same run is that run's; one that goes to different
-   runs in different ways is shared as `ambiguous` (every candidate kept, as the contract
-   says): the audit log cannot tell identical calls apart (the same GET of a pod from
-   `describe` and `logs` running at once, both at their usual pace). A group too large to
-   solve is shared. The start-up and exit times learned from the runs settle only generic
+   their calls, an event every way gives to the same run is that run's; one that goes to
+   different runs in different ways is shared as `ambiguous`: the audit log cannot tell
+   identical calls apart (the same GET of a pod from `describe` and `logs` running at once). It
+   is listed with the runs that keep their calls at the pace their command's calls come in runs
+   that were alone (`learn_pace`: ways at most PACE_ODDS times less likely than the likeliest);
+   the pace narrows that list, it never decides alone. A group too large to solve is shared
+   with every candidate. The start-up and exit times learned from the runs settle only generic
    events: under a changing load a run starts up faster or slower than any seen. A generic
    event that fits several different runs is left unlinked (it says nothing).
 5. Status per record: exact / strong / partial / ambiguous / missing / none / pending (the
@@ -432,16 +432,16 @@ def _catch_up(r: Rec, held: list, st: tuple, until: float, pace: dict | None) ->
 
 
 def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = None) -> list[tuple] | None:
-    """Of the ways to hand out these shared events (in time order) that give the most of them a
-    run, each run's calls following its command's plan, under one skew within SKEW ± MARGIN for
-    all of them (an event may stay unassigned: another client's, or a run the model does not
-    know); of those, the ones where the most runs that succeeded have at least the calls their
-    command sends (the log holds this kind of call, so a run that made it has it there); of
-    those, the ones whose calls come at the pace of their command: none more than PACE_ODDS
-    times less likely than the likeliest (`learn_pace`).
-    Returns, per event, the ids of the runs it goes to in at least one way of the best before
-    the pace is weighed (one run: in all of them; none: it stays unlinked), and of those, the
-    ones it goes to in a way kept for its pace. None: too many ways to weigh.
+    """The best ways to hand out these shared events (in time order): those that give the most
+    of them a run, each run's calls following its command's plan, under one skew within
+    SKEW ± MARGIN for all of them (an event may stay unassigned: another client's, or a run the
+    model does not know), and of those, the ones where the most runs that succeeded have at
+    least the calls their command sends (the log holds this kind of call, so a run that made it
+    has it there).
+    Returns, per event, (the ids of the runs it goes to in at least one best way — one run: in
+    all of them; none: it stays unlinked —, the ids of those it goes to in a best way at most
+    PACE_ODDS times less likely than the likeliest by the pace of its calls, `learn_pace`).
+    None: too many ways to weigh.
 
     A sweep over the events (`_sweep`), then back: a run is weighed only while events it could
     take remain, and ways that leave the open runs standing alike are weighed once."""
@@ -583,8 +583,8 @@ def _close(runs: dict, held: dict, ids: list, sts: list, closing: set, succeeded
 
 
 # How much less likely than the likeliest, by the pace of its calls, a way to hand out a group's
-# shared events may be and still be kept (_solve), and the runs of a command needed before its
-# pace says anything.
+# shared events may be for its runs to be listed with them (_solve), and the runs of a command
+# needed before its pace says anything.
 PACE_ODDS = 6
 PACE_ODDS_LOG = math.log(PACE_ODDS)
 PACE_MIN_RUNS = 12
@@ -592,10 +592,11 @@ PACE_MIN_SD = 0.25  # log-seconds: no command's pace is known closer than this
 
 
 def learn_pace(recs: list[Rec]) -> dict:
-    """(verb, k) → the (mean, sd) of the log seconds between a run's k-th and next resource
-    call (k from 0), from the successful runs whose every event was theirs alone. One kubectl
-    sends its calls one after another, each soon after the last answer: two runs that each sent
-    the same GET at about the same time are told apart by which way keeps both at their pace."""
+    """(verb, k) → the centre and spread of the log seconds between a run's k-th and next
+    resource call (k from 0), from the successful runs whose every event was theirs alone. One
+    kubectl sends its calls one after another, each soon after the last answer: of two runs
+    that each sent the same GET at about the same time, the way that keeps both at their pace is
+    the likelier."""
     seen: dict[tuple, list[float]] = {}
     for r in recs:
         if r.shared or r.exact or r.exp.plan is None or r.data.get("exit_code") != 0:
