@@ -256,6 +256,14 @@ def test_batches_deduplicated_limits_and_hostile_events(db_url):
         assert rows(db_url, "SELECT audit_id, code, verb, resource FROM audit_events WHERE audit_id IN (?, ?)"
                     " ORDER BY audit_id", ("bad-types", "huge-code")) == [("bad-types", None, "", ""),
                                                                           ("huge-code", None, "list", "pods")]
+        # What a label patch sets is kept (masked as the recorder masks a command line), for the
+        # central engine to tell two label runs apart.
+        patch = event("lbl", verb="patch", level="RequestResponse",
+                      objectRef={"resource": "pods", "namespace": "default", "name": "web-0", "apiVersion": "v1"},
+                      requestObject={"metadata": {"labels": {"tier": "gold", "api-token": "s3cr3t-value"}}})
+        assert post(event_list(patch))["stored"] == 1
+        assert rows(db_url, "SELECT sets FROM audit_events WHERE audit_id = ?", ("lbl",)) == [
+            ("label:api-token=***\nlabel:tier=gold",)]
         surrogate = b'{"kind": "EventList", "items": [' + json.dumps(event("s1")).encode().replace(
             b'"alice"', b'"\\ud800"') + b"]}"
         assert post(surrogate)["stored"] == 0
