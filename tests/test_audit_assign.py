@@ -254,3 +254,17 @@ def test_the_pace_of_a_commands_calls_narrows_which_runs_list_the_same_get():
     assert sorted(e[0] for e, _ in d.unique + d.shared) == ["g1", "g2", "ls"]
     assert sorted(e[0] for e, _ in lg.unique + lg.shared) == ["g3", "lg"]
     assert corr.status_of(d, True)[0] == corr.status_of(lg, True)[0] == "ambiguous"
+
+
+def test_a_call_no_run_can_take_leaves_the_rest_solved():
+    # two label runs, three GETs of the pod before both patches: each run sends one GET, so one
+    # GET is another client's. The best ways place two; any GET can be either run's or the other
+    # client's, so each run lists all three, and each keeps its own patch.
+    x = rec("x", ["label", "pod", POD, "a=1"], 0.0, 1.0)
+    y = rec("y", ["label", "pod", POD, "b=2"], 0.0, 1.0)
+    evs = [ev("g1", 0.2, "get"), ev("g2", 0.25, "get"), ev("g3", 0.3, "get"),
+           ev("p1", 0.4, "patch", manager="kubectl-label", sets="label:a=1"),
+           ev("p2", 0.5, "patch", manager="kubectl-label", sets="label:b=2")]
+    corr.assign([x, y], evs, 0.0, 0.01)
+    assert [e[0] for e, _ in x.unique] == ["p1"] and [e[0] for e, _ in y.unique] == ["p2"]
+    assert sorted(e[0] for e, _ in x.shared) == sorted(e[0] for e, _ in y.shared) == ["g1", "g2", "g3"]
