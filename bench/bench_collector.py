@@ -5,6 +5,8 @@
 ingest: a real `kubectl record serve` process (--workers W) on 127.0.0.1; S sender threads post
 pre-built, gzip-compressed batches of chained records (as `push` sends them) from many
 installations at once; records/s = records stored / wall time, counted in the database after.
+baseline: the same bodies, senders and workers into bench/baseline_ingest.py (the same HTTP stack,
+gunzip, parse and a bare (id, JSON) insert: the floor under any collector), in the same run.
 push:   one local store with N records (made by the real store, chained), then `kubectl record
 push` as a process, timed from start to exit (reading, serialising, compressing, sending, and
 acknowledging every batch), and the collector's count checked.
@@ -60,39 +62,46 @@ def chained_batches(total: int, installs: int, batch: int) -> list[bytes]:
     return bodies
 
 
-def bench_ingest(db: str, bodies: list[bytes], expected: int, workers: int, senders: int) -> float:
+def post_all(url: str, token: str | None, bodies: list[bytes], senders: int) -> float:
+    """Post every body from SENDERS connections at once; the wall time."""
     import requests
 
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    errors = []
+
+    def sender():
+        s = requests.Session()
+        s.headers.update({"Content-Encoding": "gzip", "Content-Type": "application/json"})
+        if token:
+            s.headers["Authorization"] = f"Bearer {token}"
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            r = s.post(url, data=body, timeout=120)
+            if r.status_code != 200:
+                errors.append(r.text[:200])
+
+    threads = [threading.Thread(target=sender) for _ in range(senders)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"ingest errors: {errors[:3]}")
+    return elapsed
+
+
+def bench_ingest(db: str, bodies: list[bytes], expected: int, workers: int, senders: int) -> float:
     c = Collector(db, args=("--workers", str(workers))).start()
     try:
         token = issue(db, "bench")
         time.sleep(0.5 * workers)  # let every worker finish importing before the clock starts
-        queue = list(reversed(bodies))
-        lock = threading.Lock()
-        errors = []
-
-        def sender():
-            s = requests.Session()
-            s.headers.update({"Authorization": f"Bearer {token}", "Content-Encoding": "gzip",
-                              "Content-Type": "application/json"})
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    body = queue.pop()
-                r = s.post(c.url + "/v1/ingest", data=body, timeout=120)
-                if r.status_code != 200:
-                    errors.append(r.text[:200])
-
-        threads = [threading.Thread(target=sender) for _ in range(senders)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
-        if errors:
-            raise SystemExit(f"ingest errors: {errors[:3]}")
+        elapsed = post_all(c.url + "/v1/ingest", token, bodies, senders)
     finally:
         c.kill()
     from tests.collectorkit import stored
@@ -101,6 +110,47 @@ def bench_ingest(db: str, bodies: list[bytes], expected: int, workers: int, send
     if count != expected:
         raise SystemExit(f"stored {count}, expected {expected}")
     return expected / elapsed
+
+
+def bench_baseline(db: str, bodies: list[bytes], expected: int, workers: int, senders: int) -> float:
+    """The same bodies into bench/baseline_ingest.py: HTTP, gunzip, parse and a bare insert."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(child_env(), BASELINE_DB=db)
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.baseline_ingest:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+                            env=env, cwd=REPO, start_new_session=True)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(0.5 * workers)
+        elapsed = post_all(f"http://127.0.0.1:{port}/v1/ingest", None, bodies, senders)
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    count = _count(db)
+    if count != expected:
+        raise SystemExit(f"baseline stored {count}, expected {expected}")
+    return expected / elapsed
+
+
+def _count(db: str) -> int:
+    if db.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM records").fetchone()[0]
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM records").fetchone()[0]
 
 
 def bench_push(db: str, records: int, tmp: str, workers: int) -> float:
@@ -160,11 +210,16 @@ def main() -> None:
         print("PostgreSQL: not measured (no --pg / KUBECTL_RECORD_TEST_PG)")
     ok = True
     for name, make in backends:
-        rates, times = [], []
+        rates, bases, times = [], [], []
         for _ in range(args.repeat):
             db, drop = make()
             try:
                 rates.append(bench_ingest(db, bodies, expected, args.workers, args.senders))
+            finally:
+                drop()
+            db, drop = make()
+            try:
+                bases.append(bench_baseline(db, bodies, expected, args.workers, args.senders))
             finally:
                 drop()
             db, drop = make()
@@ -176,6 +231,9 @@ def main() -> None:
         ok &= rate >= INGEST_TARGET and elapsed <= PUSH_TARGET_S
         print(f"ingest  {name:10s} {rate:10,.0f} records/s  (target {INGEST_TARGET:,}: "
               f"{'met' if rate >= INGEST_TARGET else 'MISSED'}; runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+        print(f"  baseline (bench/baseline_ingest.py, same bodies) {max(bases):,.0f} records/s; runs: "
+              f"{', '.join(f'{b:,.0f}' for b in bases)}; collector/baseline, run by run: "
+              f"{', '.join(f'{r / b:.2f}' for r, b in zip(rates, bases))}")
         print(f"push    {name:10s} {args.records:,} records in {elapsed:5.2f} s (target {PUSH_TARGET_S:.0f} s: "
               f"{'met' if elapsed <= PUSH_TARGET_S else 'MISSED'}; runs: {', '.join(f'{t:.2f}' for t in times)})",
               flush=True)
