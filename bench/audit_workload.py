@@ -225,7 +225,8 @@ def evaluate(records: list[dict], ground_truth: str, events: dict[str, dict] | N
     """Precision and recall of invocation↔event links against the side file.
 
     Every (event, record) pair the correlator wrote into a record's `audit.events` is a predicted
-    link, whatever the record's status. It is *correct* when the event's session belongs to that
+    link, whatever the record's status (an `ambiguous` record's `audit.possible`, the calls it
+    may have sent that other runs' pace fits better, are not links: a true one there is a miss). It is *correct* when the event's session belongs to that
     record (or to a record of a group the side file cannot tell apart, see `ground_truth_links`);
     it is *ambiguous, not wrong* when the record's status is `ambiguous` and its run is an
     identical overlapping run of the true one (same argv and namespace, overlapping in time:

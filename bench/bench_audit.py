@@ -3,8 +3,8 @@
   python -m bench.bench_audit accuracy [--invocations 2000] [--sessions 8] [--skew 2] [--lag 30]
       real kubectl through the recorder against the test API server, with and without the
       argv[0] marker; precision/recall against the server's ground-truth side file, per link:
-      every (event, record) pair a record lists is a predicted link, `ambiguous` records'
-      included; a link to an identical overlapping run (same argv, overlapping in time) of the
+      every (event, record) pair a record lists in `audit.events` is a predicted link,
+      `ambiguous` records' included (`audit.possible` is not); a link to an identical overlapping run (same argv, overlapping in time) of the
       true one, from an `ambiguous` record, counts as ambiguous, not wrong; any other link to
       another run is wrong; an event of a recorded run linked to nothing is a miss
       (bench/audit_workload.py `evaluate`). `precision_decided`/`recall_decided` count only the

@@ -231,7 +231,7 @@ def _paced(n: int, verb_argv: list[str], calls: list[tuple], gaps: list[float], 
     return runs, evs
 
 
-def test_the_pace_of_a_commands_calls_narrows_which_runs_list_the_same_get():
+def test_the_pace_of_a_commands_calls_says_which_run_likely_sent_the_same_get():
     # describe GETs the pod twice, 3 ms apart, then lists events 5 ms later; logs GETs it and
     # asks for the log 4 ms later (as learned from past runs). Now both run at once: GETs at
     # 0.200 and 0.203 (describe's) and 0.205 (logs'), describe's events list at 0.208, logs'
@@ -250,9 +250,11 @@ def test_the_pace_of_a_commands_calls_narrows_which_runs_list_the_same_get():
     assert corr.status_of(lg, True)[0] == "ambiguous"  # without the pace, any GET can be logs'
     corr._reset([d, lg])
     corr.assign([d, lg], now, 0.0, 0.01, pace=pace)
-    # each lists only its own GETs, but the pace decides nothing alone: both stay ambiguous
-    assert sorted(e[0] for e, _ in d.unique + d.shared) == ["g1", "g2", "ls"]
-    assert sorted(e[0] for e, _ in lg.unique + lg.shared) == ["g3", "lg"]
+    # each is linked to its own GETs and keeps the others' as possible; the pace decides nothing
+    # alone: both stay ambiguous
+    assert [e[0] for e in corr.status_of(d, True)[1]] == ["g1", "g2", "ls"]
+    assert [e[0] for e in corr.status_of(lg, True)[1]] == ["g3", "lg"]
+    assert [e[0] for e in d.possible] == ["g3"] and [e[0] for e in lg.possible] == ["g1", "g2"]
     assert corr.status_of(d, True)[0] == corr.status_of(lg, True)[0] == "ambiguous"
 
 

@@ -119,6 +119,11 @@ def test_views_outcome_and_show_lines(tmp_path):
     assert views.outcome({"audit": {"status": "ambiguous", "events": [{"verb": "get", "resource": "pods", "code": 200}]}}) == "200 ?"
     assert views.outcome({"audit": None}) == ""
     assert views.outcome({"audit": json.dumps({"status": "no_source", "events": []})}) == "no source"
+    get = {"audit_id": "g", "verb": "get", "resource": "pods", "name": "web-0", "code": 200, "decision": "allow"}
+    lines = views.show_lines(conn, {"server": "https://c", "audit": {"status": "ambiguous", "events": [get],
+                                                                       "possible": [dict(get, audit_id="h")]}})
+    assert "likeliest" in lines[1] and "1 more it may have sent" in lines[2]
+    assert len(lines) == 4 and lines[3].rstrip().endswith("g")
 
 
 @pytest.mark.parametrize("argv,event,score", [

@@ -83,7 +83,9 @@ def show_lines(conn: sqlite3.Connection, record: dict) -> list[str]:
         head += f", server clock {skew:+.3f} s"
     lines = [head]
     if status == "ambiguous":
-        lines.append("           identical runs overlapped: these events may belong to either")
+        lines.append("           other runs could have sent some of these calls: listed, the likeliest by each")
+        lines.append("           command's pace" + (f"; {len(a['possible'])} more it may have sent (see -o json)"
+                                                   if a.get("possible") else ""))
     times = {}
     ids = [e.get("audit_id") for e in events]
     try:
