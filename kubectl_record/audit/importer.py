@@ -163,7 +163,7 @@ class Sink:
             # carry, so that how many were inserted says how many stages were new.
             by_stages: dict[int, list] = {}
             for row in self.rows:
-                by_stages.setdefault(row[2].bit_count(), []).append(row)
+                by_stages.setdefault(bin(row[2]).count("1"), []).append(row)
             for n, rows in by_stages.items():
                 new = max(0, conn.executemany(_INSERT_NEW, rows).rowcount)
                 self.c.stored += new * n
