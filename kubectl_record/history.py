@@ -304,9 +304,12 @@ def describe(record: dict, out=None) -> None:
 
     out.write(f"{'Audit:':<{width}}{audit.get('status') or '<none>'}\n")
     out.write(f"{'Server:':<{width}}{outcome(record) or '<none>'}\n")
-    events = audit.get("events") or []
-    if events:
-        out.write("Audit events:\n")
+    # an ambiguous run's likeliest calls, then the others it may have sent (not linked)
+    for title, events in (("Audit events:", audit.get("events")),
+                          ("Possible audit events (other runs likelier):", audit.get("possible"))):
+        if not events:
+            continue
+        out.write(title + "\n")
         cols = ("audit_id", "verb", "resource", "namespace", "name", "code", "decision")
         rows = [[c.upper().replace("_", " ") for c in cols]] + [[flat(e.get(c)) or "-" for c in cols] for e in events]
         widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]

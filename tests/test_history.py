@@ -250,6 +250,17 @@ def test_show_accepts_id_prefix_and_the_short_id(st):
     assert shown["id"] == a["id"] and shown["seq"] == 1 and shown["hash"]
 
 
+def test_show_lists_an_ambiguous_runs_likeliest_calls_then_the_possible_ones(st):
+    get = {"audit_id": "g-mine", "verb": "get", "resource": "pods", "namespace": "default", "name": "web-0",
+           "code": 200, "decision": "allow"}
+    (a,) = st.add(make_record("describe pod web-0", audit={
+        "status": "ambiguous", "events": [get], "possible": [dict(get, audit_id="g-other")]}))
+    text = st.run("show", a["id"]).stdout
+    linked, possible = text.split("Possible audit events (other runs likelier):")
+    assert "g-mine" in linked and "g-other" not in linked
+    assert "g-other" in possible and "g-mine" not in possible
+
+
 def test_show_ambiguous_and_missing(st):
     a = make_record(id="abc-1")
     b = make_record(id="abc-2")
