@@ -307,3 +307,12 @@ def test_gzip_and_resume_positions(tmp_path):
     c = Counters()
     import_file(conn, str(gz), Sink(conn, "https://k", c), c)
     assert c.lines == 0
+
+
+def test_an_events_fields_from_ts_on_are_the_stored_columns_in_order():
+    # Sink builds each row as (audit_id, server, stages, rank) + Ev[2:]
+    from kubectl_record.audit import importer
+
+    columns = importer._INSERT.split("(", 1)[1].split(")", 1)[0].replace(" ", "").split(",")
+    assert columns[:4] == ["audit_id", "server", "stages", "rank"]
+    assert columns[4:] == [{"user_agent": "ua"}.get(f, f) for f in formats.Ev._fields[2:]]

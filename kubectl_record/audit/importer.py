@@ -113,9 +113,9 @@ class Sink:
                 self.lo = ts
             if self.hi is None or ts > self.hi:
                 self.hi = ts
-            row = (ev.audit_id, self.server, formats.STAGE_BIT.get(ev.stage, 4), formats.STAGE_RANK.get(ev.stage, 3),
-                   ts, ev.verb, ev.user, ev.impersonated, ev.user_agent, ev.resource, ev.subresource, ev.namespace,
-                   ev.name, ev.api_group, ev.code, ev.decision, ev.path, ev.manager, ev.response_kind, ev.sets)
+            # _INSERT's columns: Ev's fields from ts on are in the same order
+            row = (ev.audit_id, self.server, formats.STAGE_BIT.get(ev.stage, 4),
+                   formats.STAGE_RANK.get(ev.stage, 3)) + ev[2:]
             i = self.row_of.get(ev.audit_id)
             if i is None:
                 self.row_of[ev.audit_id] = len(self.rows)
