@@ -154,7 +154,7 @@ def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW)
         for r in srt[lo:hi]:
             if r.end + max_skew < ts or r.marked or not _user_ok(r, ev):
                 continue
-            if _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "", ev[17] or "") >= least:
+            if _score(r, ev) >= least:
                 fits.append((ts - r.end, ts - r.start))
                 if len(fits) > most:
                     break
@@ -190,6 +190,12 @@ def estimate_skew(recs: list[Rec], evs: list[tuple], max_skew: float = MAX_SKEW)
         j += 1
     lo, hi = points[i][0], points[j + 1][0]
     return (lo + hi) / 2, best, hi - lo
+
+
+def _score(r: Rec, ev: tuple) -> int:
+    """expect.score of an _EV_COLS row for R's command."""
+    return _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "",
+                         ev[17] or "")
 
 
 def _user_ok(r: Rec, ev: tuple) -> bool:
@@ -309,7 +315,7 @@ def assign(recs: list[Rec], evs: list[tuple], skew: float, margin: float,
         for r in srt[lo:hi]:
             if r.marked or r.exact or r.end - tail < t or r.start + lead > t or not _user_ok(r, ev):
                 continue
-            s = _expect.score(r.exp, ev[6], ev[7], ev[2], ev[8], ev[9], ev[15] or "", ev[13] or "", ev[16] or "", ev[17] or "")
+            s = _score(r, ev)
             if s > best:
                 best, cands = s, [r]
             elif s == best and s:
@@ -454,8 +460,7 @@ def _solve(items: list[tuple], skew: float, margin: float, pace: dict | None = N
             runs[r.id] = r
     held = {rid: sorted((e for e, s in r.unique if s >= 2), key=lambda e: e[1]) for rid, r in runs.items()}
     # a run whose own calls already break its command's plan takes none (more calls cannot mend it)
-    able = {rid for rid, r in runs.items()
-            if _expect.follows_plan(r.exp, held[rid]) and (r.exp.plan is not None or _gets_ok(r, held[rid]))}
+    able = {rid for rid, r in runs.items() if _catch_up(r, held[rid], _START, math.inf, None) is not None}
     cands = [[r for r in c if r.id in able] for _, c, _ in items]
     last: dict[str, int] = {}
     for i, c in enumerate(cands):
@@ -576,7 +581,7 @@ def _close(runs: dict, held: dict, ids: list, sts: list, closing: set, succeeded
         if rid not in closing:
             continue
         r = runs[rid]
-        step = _catch_up(r, held[rid], sts[k], float("inf"), pace)
+        step = _catch_up(r, held[rid], sts[k], math.inf, pace)
         if step is None:
             return None
         st, gain = step
@@ -626,19 +631,6 @@ def _gap_loglik(pace: dict, r: Rec, k: int, gap: float) -> float:
     # Student's t (3 degrees of freedom) rather than normal: a run stalls now and then (a GC,
     # the scheduler), and a stall must not make another way look far likelier
     return -2.0 * math.log1p(z * z / 3.0) - math.log(fit[1])
-
-
-def _gets_ok(r: Rec, evs: list) -> bool:
-    """The GET budget and order of a command without a plan (see expect._GETS)."""
-    if r.exp.gets is None:
-        return True
-    counts: dict = {}
-    for e in evs:
-        if e[2] == "get" and e[9] and not e[7]:
-            counts[e[9]] = counts.get(e[9], 0) + 1
-            if counts[e[9]] > r.exp.gets:
-                return False
-    return True
 
 
 def status_of(r: Rec, caught_up: bool) -> tuple[str, list]:

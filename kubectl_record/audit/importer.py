@@ -82,9 +82,10 @@ _UPSERT = (
     " impersonated = CASE WHEN excluded.impersonated != '' THEN excluded.impersonated ELSE impersonated END"
     " WHERE (stages | excluded.stages) != stages"
 )
-# _UPSERT's merge of a stage into a stored request, for two stages of one request in a batch
-_MERGE_NEWER = (7, 11, 12, 15, 18, 19)  # impersonated, namespace, name, decision, response_kind, sets
-_SEEN = "SELECT stages FROM audit_events WHERE audit_id = ?"
+# A row is (audit_id, server, stages, rank) + Ev[2:] (Sink.add); _merge does in a batch what
+# _UPSERT does in the store: these fields take a later stage's value when it has one.
+_ROW = {name: 2 + i for i, name in enumerate(Ev._fields) if i >= 2}
+_MERGE_NEWER = tuple(_ROW[f] for f in ("impersonated", "namespace", "name", "decision", "response_kind", "sets"))
 
 
 class Sink:
@@ -195,8 +196,9 @@ def _merge(old: tuple, new: tuple) -> tuple:
     row[2] |= new[2]
     if new[3] > old[3]:
         row[3] = new[3]
-        if new[14] is not None:
-            row[14] = new[14]
+        code = _ROW["code"]
+        if new[code] is not None:
+            row[code] = new[code]
     for k in _MERGE_NEWER:
         if new[k]:
             row[k] = new[k]
