@@ -5,6 +5,8 @@ POST is gunzipped, parsed, and its records inserted as (id, JSON text) in one st
 
     BASELINE_DB=/tmp/b.db python -m uvicorn bench.baseline_ingest:app --workers 2 --port 8000
     BASELINE_DB=postgresql://… (same)
+
+The table is made beforehand (create_table), as bench_collector.py does.
 """
 
 from __future__ import annotations
@@ -19,12 +21,27 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-DB = os.environ["BASELINE_DB"]
+DB = os.environ.get("BASELINE_DB", "")
 PG = DB.startswith("postgresql")
 _local = threading.local()
 _pool = None
 _pool_lock = threading.Lock()
 _DDL = "CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"
+
+
+def create_table(db: str) -> None:
+    """Before the server starts: its workers creating it at once race (PostgreSQL's catalog)."""
+    if db.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute(_DDL)
+    else:
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(_DDL)
 
 
 def store(rows: list[tuple]) -> None:
@@ -36,8 +53,6 @@ def store(rows: list[tuple]) -> None:
                 from psycopg_pool import ConnectionPool
 
                 _pool = ConnectionPool(DB, min_size=1, max_size=4, open=True)
-                with _pool.connection() as conn:
-                    conn.execute(_DDL)
         with _pool.connection() as conn, conn.cursor() as cur:
             cur.executemany("INSERT INTO records (id, doc) VALUES (%s, %s) ON CONFLICT DO NOTHING", rows)
         return
@@ -46,9 +61,7 @@ def store(rows: list[tuple]) -> None:
         import sqlite3
 
         conn = _local.conn = sqlite3.connect(DB, isolation_level=None, timeout=60)
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(_DDL)
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT OR IGNORE INTO records (id, doc) VALUES (?, ?)", rows)
     conn.execute("COMMIT")
