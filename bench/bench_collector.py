@@ -36,7 +36,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from kubectl_record import store  # noqa: E402
-from tests.collectorkit import BASE, Collector, Local, child_env, issue, synthetic  # noqa: E402
+from tests.collectorkit import (  # noqa: E402
+    BASE, Collector, Local, child_env, free_port, issue, synthetic, wait_listening)
 
 INGEST_TARGET = 20_000
 PUSH_TARGET_S = 10.0
@@ -114,22 +115,16 @@ def bench_ingest(db: str, bodies: list[bytes], expected: int, workers: int, send
 
 def bench_baseline(db: str, bodies: list[bytes], expected: int, workers: int, senders: int) -> float:
     """The same bodies into bench/baseline_ingest.py: HTTP, gunzip, parse and a bare insert."""
-    import socket
+    from bench.baseline_ingest import create_table
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    create_table(db)
+    port = free_port()
     env = dict(child_env(), BASELINE_DB=db)
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.baseline_ingest:app", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
                             env=env, cwd=REPO, start_new_session=True)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_listening(port, proc=proc)
         time.sleep(0.5 * workers)
         elapsed = post_all(f"http://127.0.0.1:{port}/v1/ingest", None, bodies, senders)
     finally:

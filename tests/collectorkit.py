@@ -64,6 +64,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    """Until something accepts connections on 127.0.0.1:PORT; an AssertionError when PROC exits
+    first or TIMEOUT passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"{proc.args[:4]} exited {proc.returncode}: {err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.03)
+    raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
 def issue(db: str, user: str, role: str = "writer", scope: str | None = None) -> str:
     from kubectl_record.collector.auth import create_token
     from kubectl_record.collector.storage import open_storage
@@ -101,16 +117,8 @@ class Collector:
             [sys.executable, "-m", "kubectl_record", "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.port}",
              *self.args], env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             start_new_session=True)  # its own process group: --workers children go with it
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"collector exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.03)
-        raise AssertionError("collector did not start listening")
+        wait_listening(self.port, timeout, self.proc)
+        return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
@@ -238,4 +246,15 @@ class RoundRobin:
             return sync.deliver(conn, Client(self.instances[0].url, self.token), batch_size=batch_size).delivered
         finally:
             conn.close()
+
+    def push_from_hosts(self, tmp_path: Path, counts: list[int], batch_size: int) -> tuple[list[int], list["Local"]]:
+        """One host per count, holding that many records, all pushing through the balancer at once:
+        (what each delivered, sorted; the hosts)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        hosts = [Local(tmp_path, f"host{i}") for i in range(len(counts))]
+        for host, n in zip(hosts, counts):
+            host.add(synthetic(n))
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            return sorted(pool.map(lambda h: self.push(h, batch_size), hosts)), hosts
 

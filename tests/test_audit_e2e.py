@@ -8,15 +8,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.apiserver.audit import OffsetClock
 from tests.apiserver.fixtures import KUBECTL, apiserver, apiserver_factory  # noqa: F401  (fixtures)
+from tests.collectorkit import free_port, wait_listening
 from tests.conftest import Recorder, require
 
 POD = "web-6d4cf56db6-abcde"
@@ -260,14 +259,8 @@ def test_rotation_resume_and_follow(recorder, apiserver_factory, tmp_path):
     assert total_rows > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_webhook_delivery_with_repeats(recorder, apiserver_factory):
-    port = _free_port()
+    port = free_port()
     env = dict(recorder.env)
     h = apiserver_factory(audit_log=False, webhook_url=f"http://127.0.0.1:{port}/", batch_size=5,
                           duplicate_rate=1.0, retry_backoff=0.0, clock=OffsetClock())
@@ -275,12 +268,7 @@ def test_webhook_delivery_with_repeats(recorder, apiserver_factory):
                              "--listen", f"127.0.0.1:{port}", "--idle-exit", "2", "--grace", "0"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(50):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(port, proc=proc)
         assert run(recorder, h, "get", "pods").returncode == 0
         assert run(recorder, h, "get", "nodes").returncode == 0
         recorder.cli("ingest")

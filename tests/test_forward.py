@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -192,13 +191,8 @@ def test_two_instances_on_one_postgresql_forward_each_record_once(opensearch, re
         instances = [Collector(url_db, args=(*forwarding(url), "--workers", "2")).start() for _ in range(2)]
         try:
             token, admin = issue(url_db, "alice"), issue(url_db, "root", "admin")
-            locals_ = [Local(tmp_path, f"host{i}") for i in range(4)]
-            for i, local in enumerate(locals_):
-                local.add(synthetic(100 + i))
-            balancer = RoundRobin(instances, token)
-
-            with ThreadPoolExecutor(4) as pool:
-                assert sorted(pool.map(lambda lo: balancer.push(lo, 9), locals_)) == [100, 101, 102, 103]
+            delivered, locals_ = RoundRobin(instances, token).push_from_hosts(tmp_path, [100, 101, 102, 103], 9)
+            assert delivered == [100, 101, 102, 103]
             total = sum(100 + i for i in range(4))
             st = settled(instances[1], admin, url, total)
         finally:

@@ -137,6 +137,17 @@ class Shell:
             out = out.split("\n", 1)[1] if "\n" in out else ""
         return out.replace("\r", "")
 
+    def interrupt(self, line):
+        """Types LINE, presses ^C once its kubectl has started, waits for the prompt; returns when
+        ^C was pressed."""
+        self.p.sendline(line)
+        self.p.expect_exact("STARTED")
+        time.sleep(0.3)
+        pressed = time.time()
+        self.p.sendintr()
+        self.p.expect_exact(PROMPT, timeout=10)
+        return pressed
+
     def many(self, line, count):
         """Types LINE COUNT times in one go and waits for all the prompts."""
         self.p.send((line + "\n") * count)
@@ -266,26 +277,11 @@ def test_command_substitution_subshell_background(make_shell, shell_kind):
 
 def test_ctrl_c_records_status_and_end_time(make_shell, shell_kind):
     sh = make_shell(shell_kind)
-    sh.p.sendline("kubectl sleep 30; echo AFTER")
-    sh.p.expect_exact("STARTED")
-    time.sleep(0.3)
-    t_int = time.time()
-    sh.p.sendintr()
-    sh.p.expect_exact(PROMPT, timeout=10)
+    t_int = sh.interrupt("kubectl sleep 30; echo AFTER")
     assert "AFTER" not in sh.p.before  # the chain stops, as it does for bare kubectl
     assert sh.run("echo rc=$?").strip() == "rc=130"
-    # A loop stops at the first interrupted run.
-    sh.p.sendline("for i in 1 2; do kubectl sleep 30; done")
-    sh.p.expect_exact("STARTED")
-    time.sleep(0.3)
-    sh.p.sendintr()
-    sh.p.expect_exact(PROMPT, timeout=10)
-    # And in a pipeline.
-    sh.p.sendline("kubectl sleep 30 | cat")
-    sh.p.expect_exact("STARTED")
-    time.sleep(0.3)
-    sh.p.sendintr()
-    sh.p.expect_exact(PROMPT, timeout=10)
+    sh.interrupt("for i in 1 2; do kubectl sleep 30; done")  # a loop stops at the first interrupted run
+    sh.interrupt("kubectl sleep 30 | cat")  # and in a pipeline
     recs = sh.records()
     assert argvs(recs) == [["sleep", "30"]] * 3
     for r in recs:
@@ -534,11 +530,7 @@ def test_bash_4_4_runs_the_function_with_whole_second_times(make_shell):
     assert sh.run('kubectl exit 4 | (exit 2); echo "${PIPESTATUS[*]}"').strip() == "4 2"
     assert sh.run("kubectl get pod lastarg >/dev/null; echo $_").strip() == "lastarg"
     sh.run("for ns in a b; do kubectl get po -n $ns; done")
-    sh.p.sendline("for i in 1 2; do kubectl sleep 30; done")
-    sh.p.expect_exact("STARTED")
-    time.sleep(0.3)
-    sh.p.sendintr()
-    sh.p.expect_exact(PROMPT, timeout=10)
+    sh.interrupt("for i in 1 2; do kubectl sleep 30; done")
     recs = sh.records()
     # Runs within one second share a start time: compared in any order.
     assert sorted((r["argv"], r["exit_code"]) for r in recs) == sorted([

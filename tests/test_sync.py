@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -217,13 +216,10 @@ def test_two_instances_share_one_postgresql(tmp_path):
     instances = [Collector(url).start(), Collector(url).start()]
     try:
         token = issue(url, "alice")
-        locals_ = [Local(tmp_path, f"host{i}") for i in range(4)]
-        for i, local in enumerate(locals_):
-            local.add(synthetic(150 + i))
         balancer = RoundRobin(instances, token)
         # Four hosts at once: uploads land on both instances concurrently.
-        with ThreadPoolExecutor(4) as pool:
-            assert sorted(pool.map(lambda lo: balancer.push(lo, 17), locals_)) == [150, 151, 152, 153]
+        delivered, locals_ = balancer.push_from_hosts(tmp_path, [150, 151, 152, 153], 17)
+        assert delivered == [150, 151, 152, 153]
         assert balancer.turns > 30
         rows = stored(url)
         assert len(rows) == sum(150 + i for i in range(4)) and {r[3] for r in rows} == {"ok"}
